@@ -1,0 +1,400 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * forward.c - the forward pass of every supported architecture, written once
+ * and parameterized by the model's architecture row (engine/arch.h):
+ *
+ *   x = embed(tokens)
+ *   per layer:  h = x + Wo . attention(rope(qk_norm(Wq.n + bq)), rope(...), Wv.n + bv)
+ *                   where n = rmsnorm(x, attn_norm)
+ *               x = h + ffn(rmsnorm(h, ffn_norm))
+ *   ffn: dense SwiGLU, or MoE: softmax router, top-k (renormalized or not),
+ *        each selected expert applied once to all its tokens (grouped), plus
+ *        the shared expert with its sigmoid gate where the architecture has one
+ *   logits = output . rmsnorm(x, output_norm)
+ *
+ * Invariant: fwd_decode() allocates nothing; all buffers are sized in
+ * fwd_init() for n_tok_max tokens.
+ */
+#include "engine/forward.h"
+
+#include "common/err.h"
+#include "common/log.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct fwd {
+    const struct model *m;
+    struct be *be;
+    struct fwd_params p;
+    struct be_kv_layer *kv; /* per layer */
+    void *kv_mem;
+    struct be_rope rope;
+    fwd_route_cb route_cb;
+    void *route_ud;
+    struct fwd_stats st;
+
+    /* scratch, n_tok_max rows each */
+    float *x, *xn, *q, *k, *v, *att, *tmp;
+    float *router;          /* n_tok x n_expert */
+    int32_t *topk_id;       /* n_tok x k */
+    float *topk_w;
+    int32_t *ex_cnt;        /* n_expert */
+    int32_t *ex_tok;        /* n_expert x n_tok: token indexes per expert */
+    float *ex_w;            /* n_expert x n_tok: their weights */
+    float *ex_x, *ex_g, *ex_u, *ex_d; /* gathered rows for one expert */
+    float *ffn_out;
+    float *shexp_gate;      /* n_tok */
+    float *out_rows;        /* n_tok x n_embd (rows whose logits are wanted) */
+    int32_t *n_kv;          /* n_tok */
+    int64_t *slots;         /* n_tok */
+};
+
+static void *zalloc(size_t n, int *fail)
+{
+    void *p = calloc(1, n ? n : 1);
+    if (!p)
+        *fail = 1;
+    return p;
+}
+
+int fwd_init(struct fwd **out, const struct model *m, struct be *be, const struct fwd_params *p)
+{
+    const struct model_hparams *hp = &m->hp;
+    struct fwd *f = calloc(1, sizeof *f);
+    int fail = 0;
+
+    *out = NULL;
+    if (!f)
+        return -ENOMEM;
+    f->m = m;
+    f->be = be;
+    f->p = *p;
+    if (p->kv_type != BE_TYPE_F32 && p->kv_type != BE_TYPE_F16 && p->kv_type != BE_TYPE_Q8_0) {
+        free(f);
+        return ERR_INVALID;
+    }
+    const int64_t T = p->n_tok_max, E = hp->n_embd;
+    const int64_t Q = (int64_t)hp->n_head * hp->head_dim;
+    const int64_t KV = (int64_t)hp->n_head_kv * hp->head_dim;
+    int64_t ff = hp->n_ff;
+    if (hp->n_ff_exp > ff)
+        ff = hp->n_ff_exp;
+    if (hp->n_ff_shexp > ff)
+        ff = hp->n_ff_shexp;
+    const int64_t NE = hp->n_expert ? hp->n_expert : 1, K = hp->n_expert_used ? hp->n_expert_used : 1;
+    int64_t widest = E > Q ? E : Q;
+    if (ff > widest)
+        widest = ff;
+
+    f->x = zalloc((size_t)(T * E) * 4, &fail);
+    f->xn = zalloc((size_t)(T * E) * 4, &fail);
+    f->q = zalloc((size_t)(T * Q) * 4, &fail);
+    f->k = zalloc((size_t)(T * KV) * 4, &fail);
+    f->v = zalloc((size_t)(T * KV) * 4, &fail);
+    f->att = zalloc((size_t)(T * Q) * 4, &fail);
+    f->tmp = zalloc((size_t)(T * widest) * 4, &fail);
+    f->router = zalloc((size_t)(T * NE) * 4, &fail);
+    f->topk_id = zalloc((size_t)(T * K) * 4, &fail);
+    f->topk_w = zalloc((size_t)(T * K) * 4, &fail);
+    f->ex_cnt = zalloc((size_t)NE * 4, &fail);
+    f->ex_tok = zalloc((size_t)(NE * T) * 4, &fail);
+    f->ex_w = zalloc((size_t)(NE * T) * 4, &fail);
+    f->ex_x = zalloc((size_t)(T * E) * 4, &fail);
+    f->ex_g = zalloc((size_t)(T * ff) * 4, &fail);
+    f->ex_u = zalloc((size_t)(T * ff) * 4, &fail);
+    f->ex_d = zalloc((size_t)(T * E) * 4, &fail);
+    f->ffn_out = zalloc((size_t)(T * E) * 4, &fail);
+    f->shexp_gate = zalloc((size_t)T * 4, &fail);
+    f->out_rows = zalloc((size_t)(T * E) * 4, &fail);
+    f->n_kv = zalloc((size_t)T * 4, &fail);
+    f->slots = zalloc((size_t)T * 8, &fail);
+    f->kv = zalloc(hp->n_layer * sizeof *f->kv, &fail);
+    if (fail)
+        goto oom;
+
+    /* KV pool: per layer, K then V, kv_blocks * block_size rows each. */
+    size_t row_bytes = be_row_size(p->kv_type, KV);
+    size_t rows = (size_t)p->kv_blocks * (size_t)p->kv_block_size;
+    size_t per_layer = rows * row_bytes;
+    f->kv_mem = malloc(per_layer * 2 * hp->n_layer + 64);
+    if (!f->kv_mem)
+        goto oom;
+    for (uint32_t l = 0; l < hp->n_layer; l++) {
+        f->kv[l].type = p->kv_type;
+        f->kv[l].block_size = p->kv_block_size;
+        f->kv[l].row_bytes = row_bytes;
+        f->kv[l].k = (uint8_t *)f->kv_mem + per_layer * 2 * l;
+        f->kv[l].v = (uint8_t *)f->kv_mem + per_layer * (2 * l + 1);
+    }
+    if (be->ops->reserve(be, T, widest, p->n_ctx) < 0)
+        goto oom;
+
+    f->rope.mode = m->arch->rope == ARCH_ROPE_NORM ? BE_ROPE_NORM : BE_ROPE_NEOX;
+    if (p->mutate & FWD_MUTATE_ROPE_STYLE)
+        f->rope.mode = f->rope.mode == BE_ROPE_NORM ? BE_ROPE_NEOX : BE_ROPE_NORM;
+    f->rope.n_rot = (int32_t)hp->n_rot;
+    f->rope.base = hp->rope_base;
+    f->rope.freq_scale = hp->rope_freq_scale;
+    f->rope.ext_factor = hp->yarn_ext_factor;
+    f->rope.attn_factor = hp->yarn_attn_factor;
+    f->rope.beta_fast = hp->yarn_beta_fast;
+    f->rope.beta_slow = hp->yarn_beta_slow;
+    f->rope.n_ctx_orig = (int32_t)hp->n_ctx_orig;
+    *out = f;
+    return 0;
+oom:
+    fwd_free(f);
+    return -ENOMEM;
+}
+
+void fwd_free(struct fwd *f)
+{
+    if (!f)
+        return;
+    float *bufs[] = {f->x, f->xn, f->q, f->k, f->v, f->att, f->tmp, f->router, f->topk_w,
+                     f->ex_w, f->ex_x, f->ex_g, f->ex_u, f->ex_d, f->ffn_out, f->shexp_gate,
+                     f->out_rows};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+        free(bufs[i]);
+    free(f->topk_id);
+    free(f->ex_cnt);
+    free(f->ex_tok);
+    free(f->n_kv);
+    free(f->slots);
+    free(f->kv);
+    free(f->kv_mem);
+    free(f);
+}
+
+const struct fwd_stats *fwd_get_stats(const struct fwd *f) { return &f->st; }
+
+void fwd_set_route_cb(struct fwd *f, fwd_route_cb cb, void *ud)
+{
+    f->route_cb = cb;
+    f->route_ud = ud;
+}
+
+/* ---- pieces ---- */
+
+static void add_bias(float *y, const struct model_weight *b, int64_t n_tok)
+{
+    if (!b->t)
+        return;
+    const float *bv = b->data;
+    for (int64_t t = 0; t < n_tok; t++)
+        for (int64_t i = 0; i < b->n_in; i++)
+            y[t * b->n_in + i] += bv[i];
+}
+
+static void matmul_w(struct fwd *f, float *y, const struct model_weight *w, const float *x, int64_t n_tok)
+{
+    f->be->ops->matmul(f->be, y, w->data, w->type, w->n_in, w->n_out, x, n_tok);
+}
+
+static void qk_norm(struct fwd *f, const struct model_layer *L, int64_t n)
+{
+    const struct model_hparams *hp = &f->m->hp;
+    const struct be_ops *ops = f->be->ops;
+    const int64_t Q = (int64_t)hp->n_head * hp->head_dim, KV = (int64_t)hp->n_head_kv * hp->head_dim;
+    if (f->m->arch->qk_norm == ARCH_QK_NORM_HEAD) {
+        ops->rmsnorm(f->be, f->q, f->q, L->q_norm.data, hp->head_dim, n * hp->n_head, hp->eps);
+        ops->rmsnorm(f->be, f->k, f->k, L->k_norm.data, hp->head_dim, n * hp->n_head_kv, hp->eps);
+    } else if (f->m->arch->qk_norm == ARCH_QK_NORM_FULL) {
+        ops->rmsnorm(f->be, f->q, f->q, L->q_norm.data, Q, n, hp->eps);
+        ops->rmsnorm(f->be, f->k, f->k, L->k_norm.data, KV, n, hp->eps);
+    }
+}
+
+static void attention_block(struct fwd *f, uint32_t il, const struct fwd_batch *b)
+{
+    const struct model *m = f->m;
+    const struct model_hparams *hp = &m->hp;
+    const struct model_layer *L = &m->layers[il];
+    const struct be_ops *ops = f->be->ops;
+    const int64_t n = b->n_tok, E = hp->n_embd;
+    const int64_t KV = (int64_t)hp->n_head_kv * hp->head_dim;
+
+    ops->rmsnorm(f->be, f->xn, f->x, L->attn_norm.data, E, n, hp->eps);
+    matmul_w(f, f->q, &L->wq, f->xn, n);
+    matmul_w(f, f->k, &L->wk, f->xn, n);
+    matmul_w(f, f->v, &L->wv, f->xn, n);
+    add_bias(f->q, &L->bq, n);
+    add_bias(f->k, &L->bk, n);
+    add_bias(f->v, &L->bv, n);
+    const bool late = f->p.mutate & FWD_MUTATE_QK_NORM_AFTER_ROPE;
+    if (!late)
+        qk_norm(f, L, n);
+    ops->rope(f->be, f->q, n, (int32_t)hp->n_head, (int32_t)hp->head_dim, b->pos, &f->rope);
+    ops->rope(f->be, f->k, n, (int32_t)hp->n_head_kv, (int32_t)hp->head_dim, b->pos, &f->rope);
+    if (late)
+        qk_norm(f, L, n);
+    ops->kv_store(f->be, &f->kv[il], f->k, f->v, n, KV, f->slots);
+
+    struct be_attn a = {
+        .n_head = (int32_t)hp->n_head,
+        .n_head_kv = (int32_t)hp->n_head_kv,
+        .head_dim = (int32_t)hp->head_dim,
+        .scale = 1.0f / sqrtf((float)hp->head_dim),
+        .kv = &f->kv[il],
+        .block_tab = b->block_tab,
+        .n_kv = f->n_kv,
+    };
+    ops->attention(f->be, f->att, f->q, n, &a);
+    matmul_w(f, f->tmp, &L->wo, f->att, n);
+    for (int64_t i = 0; i < n * E; i++)
+        f->x[i] += f->tmp[i];
+}
+
+static void dense_ffn(struct fwd *f, const struct model_weight *gate, const struct model_weight *up,
+                      const struct model_weight *down, const float *x, float *out, int64_t n)
+{
+    const int64_t ff = gate->n_out;
+    matmul_w(f, f->ex_g, gate, x, n);
+    matmul_w(f, f->ex_u, up, x, n);
+    f->be->ops->swiglu(f->be, f->ex_g, f->ex_g, f->ex_u, n * ff);
+    matmul_w(f, out, down, f->ex_g, n);
+}
+
+/* Softmax over the router logits, then the top k (ties: lower id first). */
+static void route(struct fwd *f, uint32_t il, int64_t n)
+{
+    const struct model_hparams *hp = &f->m->hp;
+    const int64_t NE = hp->n_expert, K = hp->n_expert_used;
+    for (int64_t t = 0; t < n; t++) {
+        float *r = f->router + t * NE;
+        float mx = -INFINITY;
+        for (int64_t e = 0; e < NE; e++)
+            if (r[e] > mx)
+                mx = r[e];
+        double sum = 0;
+        for (int64_t e = 0; e < NE; e++) {
+            r[e] = expf(r[e] - mx);
+            sum += r[e];
+        }
+        for (int64_t e = 0; e < NE; e++)
+            r[e] = (float)(r[e] / sum);
+        int32_t *ids = f->topk_id + t * K;
+        float *w = f->topk_w + t * K;
+        for (int64_t j = 0; j < K; j++) {
+            int32_t best = -1;
+            for (int64_t e = 0; e < NE; e++) {
+                bool taken = false;
+                for (int64_t i = 0; i < j; i++)
+                    taken |= ids[i] == e;
+                if (!taken && (best < 0 || r[e] > r[best]))
+                    best = (int32_t)e;
+            }
+            ids[j] = best;
+            w[j] = r[best];
+        }
+        if (f->m->arch->norm_topk != !!(f->p.mutate & FWD_MUTATE_TOPK_RENORM)) {
+            double s = 0;
+            for (int64_t j = 0; j < K; j++)
+                s += w[j];
+            for (int64_t j = 0; j < K; j++)
+                w[j] = (float)(w[j] / s);
+        }
+    }
+    if (f->route_cb)
+        f->route_cb(f->route_ud, il, (int32_t)n, (int32_t)K, f->topk_id, f->topk_w);
+}
+
+static void moe_ffn(struct fwd *f, uint32_t il, int64_t n)
+{
+    const struct model *m = f->m;
+    const struct model_hparams *hp = &m->hp;
+    const struct model_layer *L = &m->layers[il];
+    const struct be_ops *ops = f->be->ops;
+    const int64_t E = hp->n_embd, NE = hp->n_expert, K = hp->n_expert_used, FF = hp->n_ff_exp;
+
+    matmul_w(f, f->router, &L->gate_inp, f->xn, n);
+    route(f, il, n);
+
+    /* Group the batch's tokens by expert. */
+    memset(f->ex_cnt, 0, (size_t)NE * sizeof *f->ex_cnt);
+    for (int64_t t = 0; t < n; t++) {
+        for (int64_t j = 0; j < K; j++) {
+            int32_t e = f->topk_id[t * K + j];
+            int32_t c = f->ex_cnt[e]++;
+            f->ex_tok[e * n + c] = (int32_t)t;
+            f->ex_w[e * n + c] = f->topk_w[t * K + j];
+        }
+    }
+    memset(f->ffn_out, 0, (size_t)(n * E) * sizeof(float));
+    for (int64_t e = 0; e < NE; e++) {
+        const int32_t c = f->ex_cnt[e];
+        if (c == 0)
+            continue;
+        for (int32_t i = 0; i < c; i++)
+            memcpy(f->ex_x + (int64_t)i * E, f->xn + (int64_t)f->ex_tok[e * n + i] * E, (size_t)E * 4);
+        /* Each selected expert's three matrices are read once for all its tokens. */
+        ops->matmul(f->be, f->ex_g, model_expert_data(&L->gate_exps, (uint32_t)e), L->gate_exps.type,
+                    E, FF, f->ex_x, c);
+        ops->matmul(f->be, f->ex_u, model_expert_data(&L->up_exps, (uint32_t)e), L->up_exps.type,
+                    E, FF, f->ex_x, c);
+        ops->swiglu(f->be, f->ex_g, f->ex_g, f->ex_u, (int64_t)c * FF);
+        ops->matmul(f->be, f->ex_d, model_expert_data(&L->down_exps, (uint32_t)e), L->down_exps.type,
+                    FF, E, f->ex_g, c);
+        for (int32_t i = 0; i < c; i++)
+            ops->axpy(f->be, f->ffn_out + (int64_t)f->ex_tok[e * n + i] * E, f->ex_d + (int64_t)i * E,
+                      f->ex_w[e * n + i], E);
+        f->st.expert_weight_reads++;
+        f->st.expert_token_rows += (uint64_t)c;
+        f->st.last_distinct_experts++;
+    }
+    if (L->gate_shexp.t) {
+        matmul_w(f, f->shexp_gate, &L->gate_inp_shexp, f->xn, n);
+        dense_ffn(f, &L->gate_shexp, &L->up_shexp, &L->down_shexp, f->xn, f->tmp, n);
+        for (int64_t t = 0; t < n; t++) {
+            float g = 1.0f / (1.0f + expf(-f->shexp_gate[t]));
+            ops->axpy(f->be, f->ffn_out + t * E, f->tmp + t * E, g, E);
+        }
+    }
+}
+
+int fwd_decode(struct fwd *f, const struct fwd_batch *b, float *logits)
+{
+    const struct model *m = f->m;
+    const struct model_hparams *hp = &m->hp;
+    const struct be_ops *ops = f->be->ops;
+    const int64_t n = b->n_tok, E = hp->n_embd;
+
+    if (n <= 0 || n > f->p.n_tok_max || b->n_out < 0 || b->n_out > n)
+        return ERR_INVALID;
+    for (int64_t t = 0; t < n; t++) {
+        if (b->tok[t] < 0 || (uint32_t)b->tok[t] >= hp->n_vocab)
+            return ERR_INVALID;
+        if (b->pos[t] < 0 || b->pos[t] >= f->p.n_ctx)
+            return ERR_CTX_FULL;
+        int32_t blk = b->block_tab[t][b->pos[t] / f->p.kv_block_size];
+        if (blk < 0 || blk >= f->p.kv_blocks)
+            return ERR_INVALID;
+        f->n_kv[t] = b->pos[t] + 1;
+        f->slots[t] = (int64_t)blk * f->p.kv_block_size + b->pos[t] % f->p.kv_block_size;
+    }
+    f->st.last_distinct_experts = 0;
+
+    ops->get_rows(f->be, f->x, m->tok_embd.data, m->tok_embd.type, E, b->tok, n);
+    for (uint32_t il = 0; il < hp->n_layer; il++) {
+        const struct model_layer *L = &m->layers[il];
+        attention_block(f, il, b);
+        ops->rmsnorm(f->be, f->xn, f->x, L->ffn_norm.data, E, n, hp->eps);
+        if (L->moe)
+            moe_ffn(f, il, n);
+        else
+            dense_ffn(f, &L->ffn_gate, &L->ffn_up, &L->ffn_down, f->xn, f->ffn_out, n);
+        for (int64_t i = 0; i < n * E; i++)
+            f->x[i] += f->ffn_out[i];
+    }
+    for (int32_t i = 0; i < b->n_out; i++)
+        memcpy(f->out_rows + (int64_t)i * E, f->x + (int64_t)b->out_idx[i] * E, (size_t)E * 4);
+    ops->rmsnorm(f->be, f->out_rows, f->out_rows, m->output_norm.data, E, b->n_out, hp->eps);
+    if (b->n_out > 0)
+        matmul_w(f, logits, &m->output, f->out_rows, b->n_out);
+    f->st.steps++;
+    f->st.tokens += (uint64_t)n;
+    return 0;
+}

@@ -1,0 +1,74 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * forward.h - the forward pass: one batch of tokens (from one or several
+ * sequences, at any positions) through every layer, producing logits for
+ * the requested rows. Written once for every architecture; the differences
+ * are read from the model's struct arch_desc.
+ *
+ * The KV cache is a pool of blocks per layer owned by struct fwd; which
+ * blocks a sequence uses is decided by the caller (engine/kv.c) and passed
+ * in each batch as block tables and slots.
+ *
+ * Threading: a struct fwd is used by one thread at a time (the engine thread).
+ */
+#ifndef MOED_ENGINE_FORWARD_H
+#define MOED_ENGINE_FORWARD_H
+
+#include <stdint.h>
+
+#include "engine/model.h"
+#include "kernels/backend.h"
+
+struct fwd_params {
+    int32_t n_tok_max;    /* most tokens in one batch */
+    int32_t n_ctx;        /* most positions of one sequence */
+    int32_t kv_blocks;    /* blocks in the KV pool */
+    int32_t kv_block_size;/* tokens per block */
+    enum be_type kv_type; /* F32, F16 or Q8_0 */
+    uint32_t mutate;      /* FWD_MUTATE_* bits: deliberate bugs for negative-control tests, 0 normally */
+};
+
+/* Deliberate errors that the reference tests must detect (negative controls). */
+enum fwd_mutate {
+    FWD_MUTATE_ROPE_STYLE = 1,       /* use the other RoPE pairing */
+    FWD_MUTATE_QK_NORM_AFTER_ROPE = 2, /* apply the q/k norm after RoPE instead of before */
+    FWD_MUTATE_TOPK_RENORM = 4,      /* flip whether top-k weights are renormalized */
+};
+
+struct fwd_batch {
+    int32_t n_tok;
+    const int32_t *tok;               /* token ids */
+    const int32_t *pos;               /* positions */
+    const int32_t *const *block_tab;  /* per token: its sequence's block table */
+    int32_t n_out;                    /* rows whose logits are wanted */
+    const int32_t *out_idx;           /* indexes into the batch, n_out of them */
+};
+
+/* Counters of the last fwd_decode (and running totals). */
+struct fwd_stats {
+    uint64_t steps;
+    uint64_t tokens;
+    uint64_t expert_weight_reads;     /* expert matrices applied (once per expert per layer per step) */
+    uint64_t expert_token_rows;       /* token rows computed by experts */
+    uint32_t last_distinct_experts;   /* distinct experts in the last step, all layers */
+};
+
+struct fwd;
+
+/* Creates the pass for model m on backend be (both borrowed; they must
+ * outlive it). Allocates the KV pool and all scratch memory. */
+int fwd_init(struct fwd **out, const struct model *m, struct be *be, const struct fwd_params *p);
+void fwd_free(struct fwd *f);
+
+/* Runs a batch; writes n_out rows of n_vocab logits. Returns 0 or < 0. */
+int fwd_decode(struct fwd *f, const struct fwd_batch *b, float *logits);
+
+const struct fwd_stats *fwd_get_stats(const struct fwd *f);
+
+/* Optional observer of routing decisions, called per MoE layer per step with
+ * the top-k expert ids and weights of every token (n_tok x k). */
+typedef void (*fwd_route_cb)(void *ud, uint32_t layer, int32_t n_tok, int32_t k,
+                             const int32_t *ids, const float *weights);
+void fwd_set_route_cb(struct fwd *f, fwd_route_cb cb, void *ud);
+
+#endif

@@ -1,0 +1,113 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * backend.h - the one interface the engine calls for computation.
+ *
+ * A backend is a table of operations (struct be_ops) plus its context. The
+ * CPU backend (kernels/cpu/) always exists and is the reference: every op
+ * lands there first. All pointers passed to ops are the backend's memory
+ * (host memory for the CPU backend). Ops are called from the engine thread
+ * only; a backend may use its own worker threads inside an op.
+ */
+#ifndef MOED_KERNELS_BACKEND_H
+#define MOED_KERNELS_BACKEND_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kernels/quant.h"
+
+enum be_rope_mode { BE_ROPE_NORM = 0, BE_ROPE_NEOX = 1 };
+
+struct be_rope {
+    enum be_rope_mode mode;
+    int32_t n_rot;          /* rotated dims of each head (even, <= head_dim) */
+    float base;             /* frequency base */
+    float freq_scale;       /* 1/scaling factor (1 = none) */
+    float ext_factor;       /* YaRN extrapolation mix (0 = off) */
+    float attn_factor;      /* YaRN magnitude scale */
+    float beta_fast, beta_slow;
+    int32_t n_ctx_orig;     /* YaRN original training context */
+};
+
+/* A layer's KV storage: a pool of blocks of block_size token rows each. The
+ * row of token slot s (= block * block_size + offset) starts at
+ * k + s * row_bytes; a row holds n_head_kv * head_dim values of type. */
+struct be_kv_layer {
+    enum be_type type;      /* F32, F16 or Q8_0 */
+    int32_t block_size;
+    size_t row_bytes;
+    void *k, *v;
+};
+
+/* Attention of n_tok query tokens over their sequences' cached keys/values. */
+struct be_attn {
+    int32_t n_head, n_head_kv, head_dim;
+    float scale;                      /* usually 1/sqrt(head_dim) */
+    const struct be_kv_layer *kv;
+    const int32_t *const *block_tab;  /* per token: its sequence's block table */
+    const int32_t *n_kv;              /* per token: visible positions (its pos + 1) */
+};
+
+struct be;
+
+struct be_ops {
+    /* Frees the backend's context; the struct be itself too. */
+    void (*free)(struct be *be);
+    /* Sets the most tokens and the widest row any op will see, so that the
+     * backend can allocate its scratch memory now and never on the hot path;
+     * n_ctx_max is the longest sequence attention will see.
+     * Returns 0 or -ENOMEM. */
+    int (*reserve)(struct be *be, int64_t n_tok_max, int64_t n_in_max, int64_t n_ctx_max);
+    /* y[t * n_out + o] = sum_i w[o][i] * x[t * n_in + i] for t < n_tok;
+     * w is n_out rows of type wt (each be_row_size(wt, n_in) bytes); x is
+     * converted to the type's activation format first. */
+    void (*matmul)(struct be *be, float *y, const void *w, enum be_type wt, int64_t n_in,
+                   int64_t n_out, const float *x, int64_t n_tok);
+    /* y = x / sqrt(mean(x^2) + eps) * w, for n_rows rows of n; w may be NULL; y may be x. */
+    void (*rmsnorm)(struct be *be, float *y, const float *x, const float *w, int64_t n,
+                    int64_t n_rows, float eps);
+    /* Rotates, in place, n_tok rows of n_head heads of head_dim values; token t
+     * is at position pos[t]. */
+    void (*rope)(struct be *be, float *x, int64_t n_tok, int32_t n_head, int32_t head_dim,
+                 const int32_t *pos, const struct be_rope *r);
+    /* Stores n_tok rows of k and v (n_head_kv*head_dim f32 each) at the given
+     * slots of the layer's pool, converting to its type. */
+    void (*kv_store)(struct be *be, const struct be_kv_layer *kv, const float *k, const float *v,
+                     int64_t n_tok, int64_t row_len, const int64_t *slots);
+    /* out[t] (n_head*head_dim) = softmax(q[t] . K^T * scale) V over positions
+     * 0 .. n_kv[t]-1 of token t's sequence (causal by construction). */
+    void (*attention)(struct be *be, float *out, const float *q, int64_t n_tok,
+                      const struct be_attn *a);
+    /* y[i] = silu(g[i]) * u[i]. */
+    void (*swiglu)(struct be *be, float *y, const float *g, const float *u, int64_t n);
+    /* y[i] += a * x[i]. */
+    void (*axpy)(struct be *be, float *y, const float *x, float a, int64_t n);
+    /* Rows ids[0..n) of a table of n_cols-wide rows of type t, as f32. */
+    void (*get_rows)(struct be *be, float *y, const void *table, enum be_type t, int64_t n_cols,
+                     const int32_t *ids, int64_t n);
+    /* Optional (NULL = unsupported): true when the backend can compute op
+     * kinds on type t. */
+    bool (*supports_type)(struct be *be, enum be_type t);
+};
+
+struct be {
+    const struct be_ops *ops;
+    void *ctx;
+    const char *name;
+};
+
+struct be_cpu_params {
+    int n_threads; /* 0 = the CPUs this process may use */
+};
+
+/* Creates the CPU backend; always available. Returns 0 or -ENOMEM. */
+int be_cpu_init(struct be **out, const struct be_cpu_params *p);
+
+static inline void be_free(struct be *be)
+{
+    if (be)
+        be->ops->free(be);
+}
+
+#endif

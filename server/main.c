@@ -1,0 +1,324 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * main.c - the `moed` command line: dispatches to the subcommands.
+ *
+ *   moed inspect MODEL        architecture, sizes, tensor types, memory plan
+ *   moed logits -m MODEL ...  logits of a token sequence (developer tool used
+ *                             by the reference tests)
+ */
+#include "common/err.h"
+#include "common/log.h"
+#include "engine/forward.h"
+#include "engine/model.h"
+#include "kernels/backend.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/sysinfo.h>
+#include <unistd.h>
+
+static void human(char *buf, size_t len, double bytes)
+{
+    const char *u[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+    int i = 0;
+    while (bytes >= 1024 && i < 4) {
+        bytes /= 1024;
+        i++;
+    }
+    snprintf(buf, len, i ? "%.2f %s" : "%.0f %s", bytes, u[i]);
+}
+
+/* ---- inspect ---- */
+
+static int cmd_inspect(int argc, char **argv)
+{
+    if (argc < 2 || argv[1][0] == '-') {
+        fprintf(stderr, "usage: moed inspect MODEL.gguf\n");
+        return 2;
+    }
+    const char *path = argv[1];
+    struct model *m = NULL;
+    struct model_params mp = model_params_default();
+    char err[1024];
+    mp.load_weights = false;
+    int rc = model_load(&m, path, &mp, err, sizeof err);
+    if (rc < 0) {
+        fprintf(stderr, "moed: %s\n", err);
+        return 1;
+    }
+    const struct model_hparams *hp = &m->hp;
+    char a[32], b[32], c[32];
+    printf("model:        %s\n", path);
+    printf("name:         %s\n", m->name);
+    printf("architecture: %s (GGUF v%u)\n", m->arch->name, m->gguf->version);
+    printf("layers:       %u\n", hp->n_layer);
+    printf("embedding:    %u\n", hp->n_embd);
+    printf("heads:        %u (kv %u, head dim %u, rotated %u)\n", hp->n_head, hp->n_head_kv,
+           hp->head_dim, hp->n_rot);
+    printf("vocabulary:   %u\n", hp->n_vocab);
+    printf("context:      %u (training)\n", hp->n_ctx_train);
+    printf("rope:         %s, base %g%s\n", m->arch->rope == ARCH_ROPE_NORM ? "adjacent pairs" : "neox",
+           hp->rope_base,
+           hp->rope_scaling == MODEL_ROPE_SCALING_YARN     ? ", yarn scaling"
+           : hp->rope_scaling == MODEL_ROPE_SCALING_LINEAR ? ", linear scaling"
+                                                           : "");
+    if (hp->n_expert) {
+        printf("experts:      %u, top-%u (%s), expert ffn %u", hp->n_expert, hp->n_expert_used,
+               m->arch->norm_topk ? "renormalized" : "not renormalized", hp->n_ff_exp);
+        if (hp->n_ff_shexp)
+            printf(", shared expert ffn %u", hp->n_ff_shexp);
+        printf("\n");
+    } else {
+        printf("ffn:          dense, %u\n", hp->n_ff);
+    }
+    /* tensor count by type */
+    uint64_t cnt[BE_TYPE_COUNT] = {0}, bytes[BE_TYPE_COUNT] = {0};
+    for (uint64_t i = 0; i < m->gguf->n_tensors; i++) {
+        cnt[m->gguf->tensors[i].type]++;
+        bytes[m->gguf->tensors[i].type] += m->gguf->tensors[i].size;
+    }
+    printf("tensors:      %llu\n", (unsigned long long)m->gguf->n_tensors);
+    for (int t = 0; t < BE_TYPE_COUNT; t++) {
+        if (!cnt[t])
+            continue;
+        human(a, sizeof a, (double)bytes[t]);
+        printf("  %-8s %5llu tensors, %s\n", be_type_name((uint32_t)t), (unsigned long long)cnt[t], a);
+    }
+    human(a, sizeof a, (double)m->bytes_experts);
+    human(b, sizeof b, (double)m->bytes_weights);
+    human(c, sizeof c, (double)m->bytes_per_expert);
+    double total = (double)(m->bytes_experts + m->bytes_weights);
+    printf("experts:      %s (%.1f %% of weights), %s per expert per layer, %u MoE layers\n", a,
+           total > 0 ? 100.0 * (double)m->bytes_experts / total : 0.0, c, m->n_moe_layers);
+    printf("non-expert:   %s\n", b);
+
+    /* Memory plan for the default settings: CPU backend, everything
+     * resident when it fits, KV pool in f16 for the training context. */
+    size_t kv_tok = (size_t)hp->n_layer * 2 * hp->n_head_kv * hp->head_dim * 2;
+    size_t kv = kv_tok * hp->n_ctx_train;
+    struct sysinfo si;
+    double ram = sysinfo(&si) == 0 ? (double)si.totalram * si.mem_unit : 0;
+    human(a, sizeof a, (double)kv_tok);
+    human(b, sizeof b, (double)kv);
+    printf("memory plan (defaults, CPU backend):\n");
+    printf("  KV cache:   %s per token, %s for %u tokens (f16)\n", a, b, hp->n_ctx_train);
+    human(a, sizeof a, (double)m->bytes_weights);
+    printf("  resident:   %s non-expert weights\n", a);
+    human(a, sizeof a, (double)m->bytes_experts);
+    human(b, sizeof b, ram);
+    bool fits = total + (double)kv < ram * 0.8;
+    printf("  experts:    %s, %s (RAM %s)\n", a, fits ? "all resident" : "do not fit: cached from disk", b);
+    model_free(m);
+    return 0;
+}
+
+/* ---- logits (developer tool) ---- */
+
+static int parse_ids(const char *s, int32_t **out, int *n)
+{
+    int cap = 16, k = 0;
+    int32_t *v = malloc((size_t)cap * sizeof *v);
+    while (v && *s) {
+        char *end;
+        errno = 0;
+        long x = strtol(s, &end, 10);
+        if (end == s || errno || x < 0 || x > INT32_MAX) {
+            free(v);
+            return -1;
+        }
+        if (k == cap) {
+            cap *= 2;
+            int32_t *nv = realloc(v, (size_t)cap * sizeof *v);
+            if (!nv) {
+                free(v);
+                return -1;
+            }
+            v = nv;
+        }
+        v[k++] = (int32_t)x;
+        s = end;
+        if (*s == ',')
+            s++;
+    }
+    if (!v || k == 0) {
+        free(v);
+        return -1;
+    }
+    *out = v;
+    *n = k;
+    return 0;
+}
+
+static int cmd_logits(int argc, char **argv)
+{
+    const char *model_path = NULL, *out_path = NULL, *ids_s = NULL, *kv_s = "f32";
+    int greedy = 0, batch = 0;
+    uint32_t mutate = 0;
+    static const struct option lo[] = {{"model", 1, 0, 'm'}, {"tokens", 1, 0, 'T'},
+                                       {"out", 1, 0, 'o'},   {"greedy", 1, 0, 'g'},
+                                       {"kv", 1, 0, 'k'},    {"batch", 1, 0, 'b'},
+                                       {"mutate", 1, 0, 'M'},
+                                       {0, 0, 0, 0}};
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "m:T:o:g:k:b:", lo, NULL)) != -1) {
+        switch (c) {
+        case 'm': model_path = optarg; break;
+        case 'T': ids_s = optarg; break;
+        case 'o': out_path = optarg; break;
+        case 'g': greedy = atoi(optarg); break;
+        case 'k': kv_s = optarg; break;
+        case 'b': batch = atoi(optarg); break;
+        case 'M':
+            if (strcmp(optarg, "rope") == 0)
+                mutate |= FWD_MUTATE_ROPE_STYLE;
+            else if (strcmp(optarg, "qknorm") == 0)
+                mutate |= FWD_MUTATE_QK_NORM_AFTER_ROPE;
+            else if (strcmp(optarg, "topk") == 0)
+                mutate |= FWD_MUTATE_TOPK_RENORM;
+            else {
+                fprintf(stderr, "moed: --mutate: rope, qknorm or topk\n");
+                return 2;
+            }
+            break;
+        default: return 2;
+        }
+    }
+    if (!model_path || !ids_s || !out_path) {
+        fprintf(stderr, "usage: moed logits -m MODEL --tokens 1,2,3 -o OUT.f32 [--greedy N] "
+                        "[--kv f32|f16|q8_0] [--batch N] [--mutate rope|qknorm|topk]\n"
+                        "writes float32 logits, one row of n_vocab per token fed in (prompt and\n"
+                        "generated tokens but the last); prints generated ids on stdout\n");
+        return 2;
+    }
+    int32_t *ids;
+    int n_prompt;
+    if (parse_ids(ids_s, &ids, &n_prompt) < 0) {
+        fprintf(stderr, "moed: --tokens: expected comma-separated non-negative integers\n");
+        return 2;
+    }
+    enum be_type kvt = strcmp(kv_s, "f16") == 0 ? BE_TYPE_F16
+                       : strcmp(kv_s, "q8_0") == 0 ? BE_TYPE_Q8_0 : BE_TYPE_F32;
+    char err[1024];
+    struct model *m = NULL;
+    int rc = model_load(&m, model_path, NULL, err, sizeof err);
+    if (rc < 0) {
+        fprintf(stderr, "moed: %s\n", err);
+        free(ids);
+        return 1;
+    }
+    const int n_total = n_prompt + greedy;
+    const int32_t bs = 16;
+    struct fwd_params fp = {.n_tok_max = batch > 0 ? batch : n_prompt, .n_ctx = n_total,
+                            .kv_block_size = bs, .kv_blocks = (n_total + bs - 1) / bs,
+                            .kv_type = kvt, .mutate = mutate};
+    if (fp.n_tok_max > n_prompt)
+        fp.n_tok_max = n_prompt;
+    struct be *be = NULL;
+    struct fwd *f = NULL;
+    int32_t *all = calloc((size_t)n_total, sizeof *all);
+    int32_t *pos = calloc((size_t)n_total, sizeof *pos);
+    int32_t *tab = calloc((size_t)fp.kv_blocks, sizeof *tab);
+    const int32_t **tabs = calloc((size_t)n_total, sizeof *tabs);
+    int32_t *oidx = calloc((size_t)n_total, sizeof *oidx);
+    float *logits = malloc((size_t)n_total * m->hp.n_vocab * sizeof(float));
+    FILE *fo = fopen(out_path, "wb");
+    rc = -ENOMEM;
+    if (!all || !pos || !tab || !tabs || !oidx || !logits)
+        goto out;
+    if (!fo) {
+        fprintf(stderr, "moed: %s: %s\n", out_path, strerror(errno));
+        rc = -errno;
+        goto out;
+    }
+    if ((rc = be_cpu_init(&be, NULL)) < 0 || (rc = fwd_init(&f, m, be, &fp)) < 0)
+        goto out;
+    memcpy(all, ids, (size_t)n_prompt * sizeof *ids);
+    for (int i = 0; i < fp.kv_blocks; i++)
+        tab[i] = i;
+    for (int i = 0; i < n_total; i++) {
+        pos[i] = i;
+        tabs[i] = tab;
+        oidx[i] = i;
+    }
+    int done = 0;
+    const uint32_t V = m->hp.n_vocab;
+    while (done < n_prompt) {
+        int nb = n_prompt - done < fp.n_tok_max ? n_prompt - done : fp.n_tok_max;
+        struct fwd_batch b = {.n_tok = nb, .tok = all + done, .pos = pos + done,
+                              .block_tab = tabs + done, .n_out = nb, .out_idx = oidx};
+        if ((rc = fwd_decode(f, &b, logits + (size_t)done * V)) < 0)
+            goto out;
+        done += nb;
+    }
+    for (int g = 0; g < greedy; g++) {
+        const float *lr = logits + (size_t)(done - 1) * V;
+        int32_t best = 0;
+        for (uint32_t i = 1; i < V; i++)
+            if (lr[i] > lr[best])
+                best = (int32_t)i;
+        all[done] = best;
+        printf("%s%d", g ? " " : "", best);
+        if (g == greedy - 1)
+            break;
+        struct fwd_batch b = {.n_tok = 1, .tok = all + done, .pos = pos + done,
+                              .block_tab = tabs + done, .n_out = 1, .out_idx = oidx};
+        if ((rc = fwd_decode(f, &b, logits + (size_t)done * V)) < 0)
+            goto out;
+        done++;
+    }
+    if (greedy)
+        printf("\n");
+    if (fwrite(logits, sizeof(float) * V, (size_t)done, fo) != (size_t)done) {
+        rc = -EIO;
+        goto out;
+    }
+    rc = 0;
+out:
+    if (rc < 0)
+        fprintf(stderr, "moed: logits failed: %s\n", err_str(rc));
+    if (fo && fclose(fo) != 0 && rc == 0)
+        rc = -EIO;
+    fwd_free(f);
+    be_free(be);
+    model_free(m);
+    free(ids);
+    free(all);
+    free(pos);
+    free(tab);
+    free(tabs);
+    free(oidx);
+    free(logits);
+    return rc < 0 ? 1 : 0;
+}
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: moed COMMAND [options]\n"
+               "commands:\n"
+               "  inspect MODEL      architecture, sizes, tensor types and memory plan\n"
+               "  logits -m MODEL    logits of a token sequence (developer tool)\n");
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "inspect") == 0)
+        return cmd_inspect(argc - 1, argv + 1);
+    if (strcmp(cmd, "logits") == 0)
+        return cmd_logits(argc - 1, argv + 1);
+    if (strcmp(cmd, "-h") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "help") == 0) {
+        usage(stdout);
+        return 0;
+    }
+    fprintf(stderr, "moed: unknown command '%s'\n", cmd);
+    usage(stderr);
+    return 2;
+}
