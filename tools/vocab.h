@@ -36,6 +36,7 @@ struct vocab_src {
     char **merges;       /* "a b" strings (gpt2), or NULL */
     int32_t bos, eos, eot, unk, pad; /* token ids, -1 when none */
     bool add_bos, add_eos;
+    bool add_bos_set, add_eos_set; /* the source names add_bos / add_eos: only then is the key written */
     char *chat_template; /* Jinja text, or NULL */
 };
 

@@ -751,6 +751,8 @@ int vocab_src_from_hf(struct vocab_src **out, const char *json_path, const char 
     v->pad = sp.id[SP_PAD] >= 0 && sp.id[SP_PAD] < v->n_tokens ? (int32_t)sp.id[SP_PAD] : -1;
     v->add_bos = sp.add_bos == 1;
     v->add_eos = sp.add_eos == 1;
+    v->add_bos_set = sp.add_bos >= 0;
+    v->add_eos_set = sp.add_eos >= 0;
 
     if (cfg) {
         rc = hf_chat_template(v, cfg, config_path);
@@ -1060,8 +1062,11 @@ int vocab_src_from_spm(struct vocab_src **out, const char *model_path, char *err
     v->bos = tr.bos >= 0 && (size_t)tr.bos < n ? tr.bos : -1;
     v->eos = tr.eos >= 0 && (size_t)tr.eos < n ? tr.eos : -1;
     v->pad = tr.pad >= 0 && (size_t)tr.pad < n ? tr.pad : -1;
+    /* As a Llama-2 tokenizer_config.json says (add_bos_token true,
+     * add_eos_token false); llama.cpp's defaults for "llama" agree. */
     v->add_bos = true;
     v->add_eos = false;
+    v->add_bos_set = v->add_eos_set = true;
     rc = 0;
     goto out;
 oom:
@@ -1142,7 +1147,39 @@ static const char synth_text[] =
     "digits by the pre-tokenizer, so the model learns to read them one digit at a time. Words "
     "like don't, it's, we're, they've, I'm, you'll and she'd keep their endings as separate "
     "pieces. Punctuation such as (parentheses), [brackets], {braces}, \"quotes\", commas, "
-    "periods; colons: and question marks? stays apart from the letters around it.\n";
+    "periods; colons: and question marks? stays apart from the letters around it.\n"
+    "\n"
+    "To build the program, run make in the top folder; to run the tests, run make test. The "
+    "configuration file lists every setting with its default value and its unit, for example:\n"
+    "\n"
+    "{\n"
+    "    \"listen\": \"127.0.0.1:8080\",\n"
+    "    \"model\": \"models/small.gguf\",\n"
+    "    \"threads\": 8,\n"
+    "    \"cache_size_mb\": 4096\n"
+    "}\n"
+    "\n"
+    "Winter came early that year. The farmers brought the sheep down from the hills, stacked "
+    "wood against the walls of their houses, and mended the roofs before the first snow. In the "
+    "evenings the family sat by the fire, the grandmother told stories about the war, and the "
+    "youngest boy fell asleep with his head on the table. Outside, the wind blew through the "
+    "empty fields and the stars were very bright above the dark line of the mountains.\n"
+    "\n"
+    "class Counter:\n"
+    "    def __init__(self):\n"
+    "        self.counts = {}\n"
+    "\n"
+    "    def add(self, word):\n"
+    "        self.counts[word] = self.counts.get(word, 0) + 1\n"
+    "\n"
+    "    def most_common(self, n):\n"
+    "        return sorted(self.counts.items(), key=lambda kv: -kv[1])[:n]\n"
+    "\n"
+    "Science begins with careful observation. A scientist measures something, writes down the "
+    "result, repeats the measurement, and compares it with what a theory predicts. When the "
+    "numbers disagree, either the measurement or the theory is wrong, and finding out which is "
+    "often the most interesting part of the work. Good experiments are simple, and their "
+    "results can be checked by other people in other places.\n";
 
 /* GPT-2's bytes_to_unicode(): printable Latin-1 bytes map to themselves, the
  * others to U+0100 + n in byte order. Writes the UTF-8 of byte b's
@@ -1487,8 +1524,8 @@ int vocab_src_synthetic(struct vocab_src **out, uint32_t n_tokens)
         goto out;
     v->bos = v->eos = v->pad = (int32_t)n_base;
     v->eot = (int32_t)n_base + 2;
-    v->add_bos = false;
-    v->add_eos = false;
+    v->add_bos = false; /* Qwen's tokenizer_config.json: add_bos_token false */
+    v->add_bos_set = true;
     rc = 0;
 out:
     if (rc) {
@@ -1523,11 +1560,11 @@ void vocab_src_write_gguf(const struct vocab_src *v, struct gguf_writer *w)
         gguf_writer_kv_u32(w, "tokenizer.ggml.padding_token_id", (uint32_t)v->pad);
     if (v->eot >= 0)
         gguf_writer_kv_u32(w, "tokenizer.ggml.eot_token_id", (uint32_t)v->eot);
-    gguf_writer_kv_bool(w, "tokenizer.ggml.add_bos_token", v->add_bos);
-    /* The converter writes add_eos_token only when the tokenizer config
-     * names it; for byte-level BPE that is rare and false is the reader's
-     * default, so false is left out there. SentencePiece models get both. */
-    if (v->add_eos || (v->model && strcmp(v->model, "llama") == 0))
+    /* Written only when the source says so: an absent key lets llama.cpp
+     * use its per-model default (true for llama-bpe, for instance). */
+    if (v->add_bos_set)
+        gguf_writer_kv_bool(w, "tokenizer.ggml.add_bos_token", v->add_bos);
+    if (v->add_eos_set)
         gguf_writer_kv_bool(w, "tokenizer.ggml.add_eos_token", v->add_eos);
     if (v->chat_template)
         gguf_writer_kv_str(w, "tokenizer.chat_template", v->chat_template);

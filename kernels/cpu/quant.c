@@ -646,9 +646,21 @@ static float fit_scale_iq4(const float *x, int n)
     return best_scale;
 }
 
+/* Rounds d to f16, one step away from zero when the rounding made it smaller
+ * than needed (|max / d| > qlim would clip the largest scale), and never to 0
+ * for a non-zero d. Small scales land on f16 subnormals, where a step is a
+ * large fraction of d, so this matters for rows of small values. */
+static be_f16_t f16_scale_covering(float d, float max, float qlim)
+{
+    be_f16_t h = be_f32_to_f16(d);
+    if ((h & 0x7fff) == 0 || fabsf(max / f16_get(h)) > qlim)
+        h++; /* sign-magnitude: the next larger magnitude, same sign */
+    return h;
+}
+
 /* Quantizes per-sub-block scales s[0..n) into signed integers in [qmin, qmax]
- * with one shared float d (the sign trick: the largest magnitude maps to
- * qmin); returns d after its f16 round trip. */
+ * with one shared step d (the sign trick: the scale of largest magnitude maps
+ * to qmin); the integers are computed from d as stored (f16). Returns d. */
 static float quant_scales_signed(const float *s, int n, int qmin, int qmax, int *q,
                                  be_f16_t *d_out)
 {
@@ -659,25 +671,31 @@ static float quant_scales_signed(const float *s, int n, int qmin, int qmax, int 
         *d_out = be_f32_to_f16(0.0f);
         return 0.0f;
     }
-    float iscale = (float)qmin / max;
+    *d_out = f16_scale_covering(max / qmin, max, (float)-qmin);
+    float d = f16_get(*d_out);
     for (int j = 0; j < n; j++)
-        q[j] = clamp_int(nearest_int(iscale * s[j]), qmin, qmax);
-    *d_out = be_f32_to_f16(1.0f / iscale);
-    return f16_get(*d_out);
+        q[j] = clamp_int(nearest_int(s[j] / d), qmin, qmax);
+    return d;
 }
 
 /* Quantizes non-negative values v[0..n) to integers in [0, qmax] with one
- * shared float d = max/qmax; returns d after its f16 round trip. */
+ * shared step d = max/qmax (as stored, f16). Returns d. */
 static float quant_scales_unsigned(const float *v, int n, int qmax, int *q,
                                    be_f16_t *d_out)
 {
     float max = 0.0f;
     for (int j = 0; j < n; j++)
         max = fmaxf(max, v[j]);
-    *d_out = be_f32_to_f16(max / qmax);
+    if (max == 0.0f) {
+        for (int j = 0; j < n; j++)
+            q[j] = 0;
+        *d_out = be_f32_to_f16(0.0f);
+        return 0.0f;
+    }
+    *d_out = f16_scale_covering(max / qmax, max, (float)qmax);
     float d = f16_get(*d_out);
     for (int j = 0; j < n; j++)
-        q[j] = d > 0.0f ? clamp_int(nearest_int(v[j] / d), 0, qmax) : 0;
+        q[j] = clamp_int(nearest_int(v[j] / d), 0, qmax);
     return d;
 }
 

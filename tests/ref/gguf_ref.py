@@ -396,9 +396,17 @@ VEC_DOT_TYPE = {
 }
 
 
+# How Q8_0/Q8_1 activation quantization rounds exact .5 ties: "away" = roundf, as ggml's
+# quantize_row_q8_0_ref / q8_1_ref; "even" = what ggml's x86 SIMD quantize_row_q8_0/q8_1 do
+# (_mm256_round_ps with _MM_ROUND_NEAREST).  Set with --q8-ties.
+Q8_TIES = "away"
+
+
 def round_half_away(v):
     """C roundf on float values (computed in float64, exact for float32 inputs)."""
     v = np.asarray(v, dtype=np.float64)
+    if Q8_TIES == "even":
+        return np.rint(v)
     return np.sign(v) * np.floor(np.abs(v) + 0.5)
 
 
@@ -727,7 +735,7 @@ class Model:
         if self.norm_topk:
             wts = wts / wts.sum(axis=1, keepdims=True)
         if trace is not None:
-            trace.append((il, order.copy(), wts.copy()))
+            trace.append((il, self._cur_pos.copy(), order.copy(), wts.copy()))
         out = np.zeros((T, self.n_embd))
         for e in np.unique(order):
             rows, slot = np.nonzero(order == e)
@@ -746,6 +754,7 @@ class Model:
         """Feed tokens at positions pos0.. ; returns logits (T, n_vocab) float64."""
         tokens = list(tokens)
         pos = np.arange(pos0, pos0 + len(tokens))
+        self._cur_pos = pos
         x = self.g.dequant_rows("token_embd.weight", tokens)
         for il in range(self.n_layer):
             p = "blk.%d." % il
@@ -853,6 +862,9 @@ def run_cli(argv=None):
                     help="f16: round K (after RoPE) and V to float16 as an f16 KV cache would")
     ap.add_argument("--no-act-quant", action="store_true",
                     help="do not emulate activation quantization (pure float64 matmuls)")
+    ap.add_argument("--q8-ties", choices=("away", "even"), default="away",
+                    help="rounding of exact .5 ties when quantizing activations to Q8_0/Q8_1: "
+                         "away (roundf, ggml's reference quantizer; default) or even (ggml's x86 SIMD path)")
     ap.add_argument("--greedy", type=int, default=0, metavar="N", help="generate N tokens greedily")
     ap.add_argument("--batch", type=int, default=0,
                     help="feed the prompt in chunks of this many tokens (default: all at once)")
@@ -860,9 +872,11 @@ def run_cli(argv=None):
     ap.add_argument("--dequant", metavar="TENSOR", help="dump TENSOR dequantized as float32 (GGUF order)")
     ap.add_argument("--info", action="store_true", help="print hyperparameters")
     ap.add_argument("--list", action="store_true", help="list tensors")
-    ap.add_argument("--experts", action="store_true", help="print the selected experts per layer/position to stderr")
+    ap.add_argument("--experts", action="store_true", help="print the selected experts (in top-k order) and their gate weights per position and layer to stderr")
     ap.add_argument("--detok", action="store_true", help="also print the generated text to stderr")
     a = ap.parse_args(argv)
+    global Q8_TIES
+    Q8_TIES = a.q8_ties
 
     if a.dequant:
         g = GGUFFile(a.model)
@@ -922,10 +936,13 @@ def run_cli(argv=None):
             print("prompt: %r" % detokenize(m.g, prompt), file=sys.stderr)
             print("generated: %r" % detokenize(m.g, gen), file=sys.stderr)
     if trace is not None:
-        for il, order, wts in trace:
+        recs = []
+        for il, pos, order, wts in trace:
             for r in range(order.shape[0]):
-                print("layer %d row %d experts %s weights %s" % (
-                    il, r, order[r].tolist(), np.round(wts[r], 6).tolist()), file=sys.stderr)
+                recs.append((int(pos[r]), il, order[r].tolist(), wts[r].tolist()))
+        for p_, il, ex, w in sorted(recs, key=lambda t: (t[0], t[1])):
+            print("pos %d layer %d experts %s weights %s" % (
+                p_, il, ",".join(str(e) for e in ex), ",".join("%.6f" % v for v in w)), file=sys.stderr)
     if a.out:
         logits.astype("<f4").tofile(a.out)
     print("%d rows x %d vocab in %.2fs" % (logits.shape[0], m.n_vocab, time.time() - t0), file=sys.stderr)

@@ -1,0 +1,104 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * impl.h - declarations private to the CPU backend (kernels/cpu/): the
+ * table of SIMD kernels chosen at run time from CPUID, and the thread pool.
+ * Nothing outside kernels/cpu/ (and its tests and benchmarks) includes this.
+ */
+#ifndef MOED_KERNELS_CPU_IMPL_H
+#define MOED_KERNELS_CPU_IMPL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kernels/quant.h"
+
+/* ---- kernels ---- */
+
+enum be_cpu_isa {
+    BE_CPU_ISA_SCALAR = 0,  /* the reference kernels of quant.c */
+    BE_CPU_ISA_AVX2,        /* AVX2 + FMA + F16C */
+    BE_CPU_ISA_AVX512,      /* AVX-512 F/BW/DQ/VL */
+    BE_CPU_ISA_AVX512VNNI,  /* AVX-512 plus VNNI and BF16 */
+    BE_CPU_ISA_COUNT
+};
+
+/*
+ * Dot products of one weight row x (type t, n values) with n_y activation
+ * rows (t's vec_dot_type), the j-th at y + j * y_stride bytes:
+ * s[j] = dot(x, y_j), 1 <= n_y <= BE_CPU_MAX_NY. Reading x once for several
+ * activation rows is what makes prefill and batches compute-efficient.
+ */
+#define BE_CPU_MAX_NY 4
+typedef void (*be_cpu_dot_fn)(int64_t n, const void *x, const void *y, size_t y_stride, int n_y,
+                              float *s);
+/* Converts n floats to an activation type (Q8_0, Q8_1, Q8_K, F16, BF16). */
+typedef void (*be_cpu_act_fn)(const float *x, void *y, int64_t n);
+
+struct be_cpu_kernels {
+    const char *isa_name;
+    be_cpu_dot_fn dot[BE_TYPE_COUNT]; /* by weight type; NULL = not available */
+    be_cpu_act_fn act[BE_TYPE_COUNT]; /* by activation type */
+};
+
+/* The best ISA this CPU supports (CPUID and the OS's saved register state). */
+enum be_cpu_isa be_cpu__isa_detect(void);
+/* The kernels of one ISA level, with any missing entry filled from the
+ * level below; NULL when the CPU lacks that ISA. */
+const struct be_cpu_kernels *be_cpu__kernels(enum be_cpu_isa isa);
+
+/* ---- thread pool: kernels/cpu/pool.c ---- */
+
+/* Runs task number `task` (0 <= task < n_tasks) of one pool_run call on the
+ * thread numbered thread_id (0 = the caller, 1.. = workers; < the pool's
+ * thread count, so it can index per-thread scratch memory). */
+typedef void (*be_cpu_task_fn)(void *ctx, int64_t task, int thread_id);
+
+struct be_cpu_pool;
+
+/* The CPUs this process may use: its affinity mask, capped by the cgroup
+ * CPU quota (v2 cpu.max, v1 cpu.cfs_quota_us) rounded up; at least 1. */
+int be_cpu__cpu_count(void);
+/* Creates a pool of n_threads threads in all, the caller of pool_run
+ * included (so n_threads - 1 workers are started); n_threads <= 0 means
+ * be_cpu__cpu_count(). Returns 0, -ENOMEM, or -errno of pthread_create;
+ * on failure *out is NULL. */
+int be_cpu__pool_init(struct be_cpu_pool **out, int n_threads);
+/* Stops and joins the workers and frees the pool; NULL does nothing. Must
+ * not be called while a pool_run is in progress. */
+void be_cpu__pool_free(struct be_cpu_pool *pool);
+/* Threads in the pool, the caller included. */
+int be_cpu__pool_threads(const struct be_cpu_pool *pool);
+/* Runs fn(ctx, task, thread_id) once for every task in [0, n_tasks), split
+ * among the calling thread and the workers, and returns when all are done.
+ * Which thread runs which task is not fixed, so fn must make each task's
+ * result independent of the thread. One caller at a time (not reentrant);
+ * never allocates or locks. n_tasks < 2^31. */
+void be_cpu__pool_run(struct be_cpu_pool *pool, be_cpu_task_fn fn, void *ctx, int64_t n_tasks);
+
+/* ---- vector primitives of backend_cpu.c, AVX2+FMA+F16C: kernels/cpu/ops_avx2.c ----
+ * Called only when be_cpu__isa_detect() >= BE_CPU_ISA_AVX2; each matches the
+ * plain loop of the same name in backend_cpu.c up to float rounding order. */
+
+/* s[g * s_stride] = scale * dot(q + g * hd, k) for g < n_g (n_g query heads
+ * sharing one key row of hd values). */
+void be_cpu__attn_scores_avx2(const float *q, int n_g, int hd, const float *k, float *s,
+                              int64_t s_stride, float scale);
+/* acc[g * hd + i] += w[g * w_stride] * v[i] for g < n_g, i < hd. */
+void be_cpu__attn_acc_avx2(float *acc, int n_g, int hd, const float *w, int64_t w_stride,
+                           const float *v);
+/* Converts n values of a KV row (F16 or Q8_0; n a multiple of 32) to f32. */
+void be_cpu__kv_to_f32_avx2(enum be_type t, const void *src, float *dst, int64_t n);
+/* x[i] = exp(x[i] - mx); returns the sum of the new x. */
+float be_cpu__exp_shift_avx2(float *x, float mx, int64_t n);
+/* y[i] = silu(g[i]) * u[i]. */
+void be_cpu__swiglu_avx2(float *y, const float *g, const float *u, int64_t n);
+/* y[i] += a * x[i]. */
+void be_cpu__axpy_avx2(float *y, const float *x, float a, int64_t n);
+/* y[i] *= a. */
+void be_cpu__scale_avx2(float *y, float a, int64_t n);
+/* The sum of x[i]^2, accumulated in double. */
+double be_cpu__sumsq_avx2(const float *x, int64_t n);
+/* y[i] = x[i] * s * (w ? w[i] : 1). */
+void be_cpu__scale_mul_avx2(float *y, const float *x, const float *w, float s, int64_t n);
+
+#endif
