@@ -678,6 +678,8 @@ static void test_open_missing(void **state)
     assert_null(f);
     assert_non_null(strstr(err, "missing.gguf: cannot open: No such file or directory"));
     assert_int_equal(gguf_open(&f, g_dir, err, sizeof err), -EISDIR);
+    assert_int_equal(gguf_open(&f, "/dev/null", err, sizeof err), ERR_MODEL_FORMAT);
+    assert_string_equal(err, "/dev/null: not a regular file");
 }
 
 static void test_bad_magic(void **state)
@@ -1258,6 +1260,13 @@ static void test_writer_errors(void **state)
     assert_int_equal(gguf_writer_finish(w), ERR_INVALID);
     ASSERT_OK(gguf_writer_init(&w, path, 0));
     gguf_writer_tensor(w, "t", 1, ne, 17);
+    assert_int_equal(gguf_writer_finish(w), ERR_INVALID);
+    ASSERT_OK(gguf_writer_init(&w, path, 0));
+    gguf_writer_tensor(w, "t", 0, ne, BE_TYPE_F32);
+    assert_int_equal(gguf_writer_finish(w), ERR_INVALID);
+    const int64_t zero_ne[] = {32, 0};
+    ASSERT_OK(gguf_writer_init(&w, path, 0));
+    gguf_writer_tensor(w, "t", 2, zero_ne, BE_TYPE_F32);
     assert_int_equal(gguf_writer_finish(w), ERR_INVALID);
     ASSERT_OK(gguf_writer_init(&w, path, 0));
     gguf_writer_kv_u32(w, "k", 1);

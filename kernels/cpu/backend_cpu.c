@@ -1,36 +1,160 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * backend_cpu.c - the CPU backend: the reference implementation of every op
- * in kernels/backend.h, on plain scalar kernels (kernels/cpu/quant.c).
+ * backend_cpu.c - the CPU backend: every op of kernels/backend.h on the
+ * SIMD kernel table of kernels/cpu/kernels.c (chosen from CPUID at init),
+ * the small vector loops of ops_avx2.c, and the thread pool of pool.c.
  *
- * Invariant: no op allocates; scratch memory is sized by reserve(), which the
- * engine calls once at start with the largest batch and row it will use.
+ * The plain scalar code this file used to hold (quant.c's be_vec_dot_ref,
+ * be_dequant_row, the loops below) stays the semantic reference: every op
+ * here matches it within float tolerances (tests/test_kernels_ops.c).
+ *
+ * Invariants a reader must know:
+ *  - No op allocates; scratch memory (converted activations, per-thread
+ *    attention buffers) is sized by reserve(), which the engine calls once at
+ *    start with the largest batch and row it will use.
+ *  - Results do not depend on thread scheduling: every output element is
+ *    computed by exactly one task, in an order fixed by the op's shape, and a
+ *    task's result does not depend on which thread runs it. The matmul token
+ *    groups (of BE_CPU_MAX_NY) are fixed by token index, so the result is
+ *    even the same for every thread count.
+ *  - Matmul reads each weight row once per group of up to 4 tokens; for
+ *    many tokens it walks an L2-sized tile of rows once per token group, so
+ *    the weights come from memory once per op.
  */
 #include "kernels/backend.h"
 
 #include "common/log.h"
+#include "kernels/cpu/impl.h"
 
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
+/* Weight bytes of one matmul tile: walked once per token group, so it
+ * should stay in L2 together with the activations being streamed past. */
+#define MM_TILE_BYTES (256 * 1024)
+/* Below this many weight bytes per thread, a matmul is split in exactly
+ * one task per thread; above, in a few per thread so that a slow thread
+ * can be helped. */
+#define MM_SPLIT_FINE_BYTES (512 * 1024)
+/* Elementwise ops run on one thread below this many values. */
+#define EW_PAR_MIN 32768
+/* Attention positions handled per softmax rescale. */
+#define ATT_CHUNK 128
+
+/* The small vector loops: plain versions below, AVX2 ones in ops_avx2.c. */
+struct prims {
+    void (*attn_scores)(const float *q, int n_g, int hd, const float *k, float *s, int64_t s_stride,
+                        float scale);
+    void (*attn_acc)(float *acc, int n_g, int hd, const float *w, int64_t w_stride, const float *v);
+    void (*kv_to_f32)(enum be_type t, const void *src, float *dst, int64_t n);
+    float (*exp_shift)(float *x, float mx, int64_t n);
+    void (*swiglu)(float *y, const float *g, const float *u, int64_t n);
+    void (*axpy)(float *y, const float *x, float a, int64_t n);
+    void (*scale)(float *y, float a, int64_t n);
+    double (*sumsq)(const float *x, int64_t n);
+    void (*scale_mul)(float *y, const float *x, const float *w, float s, int64_t n);
+};
+
 struct cpu_ctx {
     int n_threads;
-    void *act;         /* activations converted to a vec_dot type */
+    struct be_cpu_pool *pool;
+    const struct be_cpu_kernels *kern;
+    struct prims pr;
+    void *act;          /* activations converted to a vec_dot type */
     size_t act_bytes;
-    float *row;        /* one dequantized KV row */
-    size_t row_len;
-    float *scores;     /* attention scores of one head */
-    size_t scores_len;
+    float *scratch;     /* n_threads * scratch_len floats, per-thread attention buffers */
+    size_t scratch_len; /* floats per thread */
 };
+
+/* ---- plain vector loops (the reference, and the fallback without AVX2) ---- */
+
+static void attn_scores_plain(const float *q, int n_g, int hd, const float *k, float *s,
+                              int64_t s_stride, float scale)
+{
+    for (int g = 0; g < n_g; g++) {
+        float sum = 0;
+        for (int i = 0; i < hd; i++)
+            sum += q[(int64_t)g * hd + i] * k[i];
+        s[g * s_stride] = sum * scale;
+    }
+}
+
+static void attn_acc_plain(float *acc, int n_g, int hd, const float *w, int64_t w_stride,
+                           const float *v)
+{
+    for (int g = 0; g < n_g; g++)
+        for (int i = 0; i < hd; i++)
+            acc[(int64_t)g * hd + i] += w[g * w_stride] * v[i];
+}
+
+static void kv_to_f32_plain(enum be_type t, const void *src, float *dst, int64_t n)
+{
+    be_dequant_row(t, src, dst, n);
+}
+
+static float exp_shift_plain(float *x, float mx, int64_t n)
+{
+    float sum = 0;
+    for (int64_t i = 0; i < n; i++) {
+        x[i] = expf(x[i] - mx);
+        sum += x[i];
+    }
+    return sum;
+}
+
+static void swiglu_plain(float *y, const float *g, const float *u, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
+        y[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+}
+
+static void axpy_plain(float *y, const float *x, float a, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
+        y[i] += a * x[i];
+}
+
+static void scale_plain(float *y, float a, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
+        y[i] *= a;
+}
+
+static double sumsq_plain(const float *x, int64_t n)
+{
+    double ss = 0;
+    for (int64_t i = 0; i < n; i++)
+        ss += (double)x[i] * x[i];
+    return ss;
+}
+
+static void scale_mul_plain(float *y, const float *x, const float *w, float s, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
+        y[i] = x[i] * s * (w ? w[i] : 1.0f);
+}
+
+static const struct prims g_prims_plain = {
+    attn_scores_plain, attn_acc_plain, kv_to_f32_plain, exp_shift_plain, swiglu_plain,
+    axpy_plain, scale_plain, sumsq_plain, scale_mul_plain,
+};
+
+static const struct prims g_prims_avx2 = {
+    be_cpu__attn_scores_avx2, be_cpu__attn_acc_avx2, be_cpu__kv_to_f32_avx2,
+    be_cpu__exp_shift_avx2, be_cpu__swiglu_avx2, be_cpu__axpy_avx2, be_cpu__scale_avx2,
+    be_cpu__sumsq_avx2, be_cpu__scale_mul_avx2,
+};
+
+/* ---- context ---- */
 
 static void cpu_free(struct be *be)
 {
     struct cpu_ctx *c = be->ctx;
+    be_cpu__pool_free(c->pool);
     free(c->act);
-    free(c->row);
-    free(c->scores);
+    free(c->scratch);
     free(c);
     free(be);
 }
@@ -39,9 +163,10 @@ static int grow(void **p, size_t *have, size_t want)
 {
     if (want <= *have)
         return 0;
-    void *q = realloc(*p, want);
+    void *q = aligned_alloc(64, (want + 63) / 64 * 64);
     if (!q)
         return -ENOMEM;
+    free(*p);
     *p = q;
     *have = want;
     return 0;
@@ -54,66 +179,227 @@ static int cpu_reserve(struct be *be, int64_t n_tok_max, int64_t n_in_max, int64
      * 292/256 and Q8_1 36/32 bytes per value, both less. */
     size_t act = (size_t)n_tok_max * (size_t)n_in_max * 4 + 64;
     int rc = grow(&c->act, &c->act_bytes, act);
-    if (rc == 0)
-        rc = grow((void **)&c->row, &c->row_len, (size_t)n_in_max * sizeof(float) * 2);
-    if (rc == 0)
-        rc = grow((void **)&c->scores, &c->scores_len, (size_t)n_ctx_max * sizeof(float));
+    /* Per thread: a converted K and V row of one head (<= n_in_max each) and
+     * the scores of a chunk of positions for the heads of one group. */
+    size_t per = (size_t)n_in_max * 2 + (size_t)ATT_CHUNK * 64;
+    if (rc == 0 && per > c->scratch_len) {
+        size_t have = c->scratch_len * (size_t)c->n_threads * sizeof(float);
+        rc = grow((void **)&c->scratch, &have, per * (size_t)c->n_threads * sizeof(float));
+        if (rc == 0)
+            c->scratch_len = per;
+    }
+    (void)n_ctx_max;
     return rc;
 }
 
 /* ---- matmul ---- */
+
+struct mm_job {
+    struct cpu_ctx *c;
+    be_cpu_dot_fn dot;   /* NULL: be_vec_dot_ref */
+    be_cpu_act_fn actf;  /* NULL: be_quant_row */
+    enum be_type wt, vt;
+    float *y;
+    const uint8_t *w;
+    const float *x;
+    const uint8_t *act;
+    int64_t n_in, n_out, n_tok;
+    size_t wrow, arow;
+    int64_t rows_per_task; /* rows of one task */
+    int64_t tile_rows;     /* rows walked once per token group */
+    int64_t toks_per_task; /* activation conversion */
+};
+
+static void mm_convert_task(void *ctx, int64_t task, int thread_id)
+{
+    const struct mm_job *j = ctx;
+    int64_t t0 = task * j->toks_per_task, t1 = t0 + j->toks_per_task;
+    if (t1 > j->n_tok)
+        t1 = j->n_tok;
+    uint8_t *dst = (uint8_t *)j->act;
+    for (int64_t t = t0; t < t1; t++) {
+        if (j->actf)
+            j->actf(j->x + t * j->n_in, dst + t * j->arow, j->n_in);
+        else
+            be_quant_row(j->vt, j->x + t * j->n_in, dst + t * j->arow, j->n_in);
+    }
+}
+
+static void mm_rows_task(void *ctx, int64_t task, int thread_id)
+{
+    const struct mm_job *j = ctx;
+    const int64_t r0 = task * j->rows_per_task;
+    const int64_t r1 = r0 + j->rows_per_task < j->n_out ? r0 + j->rows_per_task : j->n_out;
+    const int64_t n_out = j->n_out, n_tok = j->n_tok;
+    float s[BE_CPU_MAX_NY];
+
+    for (int64_t tr0 = r0; tr0 < r1; tr0 += j->tile_rows) {
+        const int64_t tr1 = tr0 + j->tile_rows < r1 ? tr0 + j->tile_rows : r1;
+        for (int64_t t0 = 0; t0 < n_tok; t0 += BE_CPU_MAX_NY) {
+            const int ny = n_tok - t0 < BE_CPU_MAX_NY ? (int)(n_tok - t0) : BE_CPU_MAX_NY;
+            const uint8_t *a = j->act + t0 * j->arow;
+            float *yt = j->y + t0 * n_out;
+            /* hot: each weight row of the tile once, against ny tokens */
+            if (j->dot) {
+                for (int64_t o = tr0; o < tr1; o++) {
+                    j->dot(j->n_in, j->w + o * j->wrow, a, j->arow, ny, s);
+                    for (int k = 0; k < ny; k++)
+                        yt[k * n_out + o] = s[k];
+                }
+            } else {
+                for (int64_t o = tr0; o < tr1; o++)
+                    for (int k = 0; k < ny; k++)
+                        yt[k * n_out + o] = be_vec_dot_ref(j->wt, j->n_in, j->w + o * j->wrow,
+                                                           a + k * j->arow);
+            }
+        }
+    }
+}
 
 static void cpu_matmul(struct be *be, float *y, const void *w, enum be_type wt, int64_t n_in,
                        int64_t n_out, const float *x, int64_t n_tok)
 {
     struct cpu_ctx *c = be->ctx;
     const struct be_type_info *ti = be_type_info(wt);
-    enum be_type vt = ti->vec_dot_type;
-    size_t wrow = be_row_size(wt, n_in);
-    size_t arow = be_row_size(vt, n_in);
-    const void *act = x;
+    ASSERT(ti != NULL && n_in % ti->blck == 0);
+    const int nt = c->n_threads;
+    struct mm_job j = {
+        .c = c,
+        .dot = c->kern ? c->kern->dot[wt] : NULL,
+        .wt = wt,
+        .vt = ti->vec_dot_type,
+        .y = y,
+        .w = w,
+        .x = x,
+        .n_in = n_in,
+        .n_out = n_out,
+        .n_tok = n_tok,
+        .wrow = be_row_size(wt, n_in),
+        .arow = be_row_size(ti->vec_dot_type, n_in),
+    };
+    if (n_tok <= 0 || n_out <= 0)
+        return;
 
-    ASSERT((size_t)n_tok * arow <= c->act_bytes);
-    if (vt != BE_TYPE_F32) {
-        for (int64_t t = 0; t < n_tok; t++)
-            be_quant_row(vt, x + t * n_in, (uint8_t *)c->act + t * arow, n_in);
-        act = c->act;
+    /* Activations: converted once, in parallel over tokens for a batch. */
+    if (j.vt == BE_TYPE_F32) {
+        j.act = (const uint8_t *)x;
+    } else {
+        ASSERT((size_t)n_tok * j.arow <= c->act_bytes);
+        j.act = c->act;
+        j.actf = c->kern ? c->kern->act[j.vt] : NULL;
+        j.toks_per_task = n_tok;
+        int64_t n_conv = 1;
+        if (nt > 1 && n_tok * n_in >= 8192) {
+            n_conv = n_tok < nt * 4 ? n_tok : nt * 4;
+            j.toks_per_task = (n_tok + n_conv - 1) / n_conv;
+            n_conv = (n_tok + j.toks_per_task - 1) / j.toks_per_task;
+        }
+        be_cpu__pool_run(c->pool, mm_convert_task, &j, n_conv);
     }
-    /* hot: every weight row once, dotted with every token's activations */
-    for (int64_t o = 0; o < n_out; o++) {
-        const void *wr = (const uint8_t *)w + o * wrow;
-        for (int64_t t = 0; t < n_tok; t++)
-            y[t * n_out + o] = be_vec_dot_ref(wt, n_in, wr, (const uint8_t *)act + t * arow);
+
+    /* Rows: an even split; tiles of rows for many tokens. */
+    const size_t bytes = (size_t)n_out * j.wrow;
+    int64_t n_tasks = nt;
+    if (n_tok > BE_CPU_MAX_NY) {
+        j.tile_rows = (int64_t)(MM_TILE_BYTES / j.wrow);
+        if (j.tile_rows < 1)
+            j.tile_rows = 1;
+        int64_t n_tiles = (n_out + j.tile_rows - 1) / j.tile_rows;
+        n_tasks = n_tiles > nt * 2 ? n_tiles : nt * 2;
+    } else if (bytes / (size_t)nt > MM_SPLIT_FINE_BYTES) {
+        n_tasks = nt * 4;
     }
+    if (n_tasks > n_out)
+        n_tasks = n_out;
+    j.rows_per_task = (n_out + n_tasks - 1) / n_tasks;
+    if (n_tok <= BE_CPU_MAX_NY || j.tile_rows > j.rows_per_task)
+        j.tile_rows = j.rows_per_task;
+    n_tasks = (n_out + j.rows_per_task - 1) / j.rows_per_task;
+    be_cpu__pool_run(c->pool, mm_rows_task, &j, n_tasks);
 }
 
 /* ---- elementwise ---- */
 
+struct ew_job {
+    struct cpu_ctx *c;
+    float *y;
+    const float *a, *b;
+    float s;
+    int64_t n, per_task; /* values (or rows) */
+    int64_t row_len;
+    float eps;
+};
+
+/* Tasks for n items: one when small, else a few per thread (aligned to 16). */
+static int64_t ew_split(const struct cpu_ctx *c, int64_t n, int64_t work, int64_t *per_task)
+{
+    int64_t n_tasks = 1;
+    if (c->n_threads > 1 && work >= EW_PAR_MIN)
+        n_tasks = c->n_threads * 2 < n ? c->n_threads * 2 : n;
+    *per_task = (n + n_tasks - 1) / n_tasks;
+    if (n_tasks > 1 && *per_task > 16)
+        *per_task = (*per_task + 15) / 16 * 16;
+    return (n + *per_task - 1) / *per_task;
+}
+
+static void ew_range(const struct ew_job *j, int64_t task, int64_t *i0, int64_t *len)
+{
+    *i0 = task * j->per_task;
+    *len = *i0 + j->per_task < j->n ? j->per_task : j->n - *i0;
+}
+
+static void rmsnorm_task(void *ctx, int64_t task, int thread_id)
+{
+    const struct ew_job *j = ctx;
+    int64_t r0, nr;
+    ew_range(j, task, &r0, &nr);
+    const int64_t n = j->row_len;
+    for (int64_t r = r0; r < r0 + nr; r++) {
+        double ss = j->c->pr.sumsq(j->a + r * n, n);
+        float scale = (float)(1.0 / sqrt(ss / (double)n + j->eps));
+        j->c->pr.scale_mul(j->y + r * n, j->a + r * n, j->b, scale, n);
+    }
+}
+
 static void cpu_rmsnorm(struct be *be, float *y, const float *x, const float *w, int64_t n,
                         int64_t n_rows, float eps)
 {
-    for (int64_t r = 0; r < n_rows; r++) {
-        const float *xr = x + r * n;
-        float *yr = y + r * n;
-        double ss = 0;
-        for (int64_t i = 0; i < n; i++)
-            ss += (double)xr[i] * xr[i];
-        float scale = (float)(1.0 / sqrt(ss / (double)n + eps));
-        for (int64_t i = 0; i < n; i++)
-            yr[i] = xr[i] * scale * (w ? w[i] : 1.0f);
-    }
+    struct cpu_ctx *c = be->ctx;
+    struct ew_job j = {.c = c, .y = y, .a = x, .b = w, .n = n_rows, .row_len = n, .eps = eps};
+    int64_t n_tasks = ew_split(c, n_rows, n_rows * n, &j.per_task);
+    be_cpu__pool_run(c->pool, rmsnorm_task, &j, n_tasks);
+}
+
+static void swiglu_task(void *ctx, int64_t task, int thread_id)
+{
+    const struct ew_job *j = ctx;
+    int64_t i0, len;
+    ew_range(j, task, &i0, &len);
+    j->c->pr.swiglu(j->y + i0, j->a + i0, j->b + i0, len);
 }
 
 static void cpu_swiglu(struct be *be, float *y, const float *g, const float *u, int64_t n)
 {
-    for (int64_t i = 0; i < n; i++)
-        y[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+    struct cpu_ctx *c = be->ctx;
+    struct ew_job j = {.c = c, .y = y, .a = g, .b = u, .n = n};
+    int64_t n_tasks = ew_split(c, n, n, &j.per_task);
+    be_cpu__pool_run(c->pool, swiglu_task, &j, n_tasks);
+}
+
+static void axpy_task(void *ctx, int64_t task, int thread_id)
+{
+    const struct ew_job *j = ctx;
+    int64_t i0, len;
+    ew_range(j, task, &i0, &len);
+    j->c->pr.axpy(j->y + i0, j->a + i0, j->s, len);
 }
 
 static void cpu_axpy(struct be *be, float *y, const float *x, float a, int64_t n)
 {
-    for (int64_t i = 0; i < n; i++)
-        y[i] += a * x[i];
+    struct cpu_ctx *c = be->ctx;
+    struct ew_job j = {.c = c, .y = y, .a = x, .s = a, .n = n};
+    int64_t n_tasks = ew_split(c, n, n, &j.per_task);
+    be_cpu__pool_run(c->pool, axpy_task, &j, n_tasks);
 }
 
 static void cpu_get_rows(struct be *be, float *y, const void *table, enum be_type t, int64_t n_cols,
@@ -126,47 +412,46 @@ static void cpu_get_rows(struct be *be, float *y, const void *table, enum be_typ
 
 /* ---- RoPE ---- */
 
+struct rope_job {
+    float *x;
+    int32_t n_head, head_dim;
+    const int32_t *pos;
+    const struct be_rope *r;
+    float theta_scale, corr0, corr1;
+    int64_t n_tok, per_task;
+};
+
 static float yarn_corr_dim(int n_dims, int n_ctx_orig, float n_rot, float base)
 {
     return (float)n_dims * logf((float)n_ctx_orig / (n_rot * 2.0f * (float)M_PI)) / (2.0f * logf(base));
 }
 
-static void cpu_rope(struct be *be, float *x, int64_t n_tok, int32_t n_head, int32_t head_dim,
-                     const int32_t *pos, const struct be_rope *r)
+static void rope_task(void *ctx, int64_t task, int thread_id)
 {
+    const struct rope_job *j = ctx;
+    const struct be_rope *r = j->r;
     const int n_dims = r->n_rot;
-    const float theta_scale = powf(r->base, -2.0f / (float)n_dims);
-    float corr0 = 0, corr1 = 0;
-    if (r->ext_factor != 0.0f) {
-        corr0 = fmaxf(0.0f, floorf(yarn_corr_dim(n_dims, r->n_ctx_orig, r->beta_fast, r->base)));
-        corr1 = fminf((float)(n_dims - 1), ceilf(yarn_corr_dim(n_dims, r->n_ctx_orig, r->beta_slow, r->base)));
-    }
-    for (int64_t t = 0; t < n_tok; t++) {
-        float theta = (float)pos[t];
+    int64_t t1 = (task + 1) * j->per_task < j->n_tok ? (task + 1) * j->per_task : j->n_tok;
+    for (int64_t t = task * j->per_task; t < t1; t++) {
+        float theta = (float)j->pos[t];
         for (int i0 = 0; i0 < n_dims; i0 += 2) {
             /* YaRN: mix interpolated and extrapolated angles by dimension. */
             float theta_interp = r->freq_scale * theta;
             float th = theta_interp;
             float mscale = r->attn_factor;
             if (r->ext_factor != 0.0f) {
-                float y = ((float)i0 / 2 - corr0) / fmaxf(0.001f, corr1 - corr0);
+                float y = ((float)i0 / 2 - j->corr0) / fmaxf(0.001f, j->corr1 - j->corr0);
                 float ramp = 1.0f - fminf(1.0f, fmaxf(0.0f, y));
                 float mix = ramp * r->ext_factor;
                 th = theta_interp * (1 - mix) + theta * mix;
                 mscale *= 1.0f + 0.1f * logf(1.0f / r->freq_scale);
             }
             float cs = cosf(th) * mscale, sn = sinf(th) * mscale;
-            theta *= theta_scale;
-            for (int32_t h = 0; h < n_head; h++) {
-                float *v = x + (t * n_head + h) * head_dim;
-                int a, b;
-                if (r->mode == BE_ROPE_NORM) {
-                    a = i0;
-                    b = i0 + 1;
-                } else {
-                    a = i0 / 2;
-                    b = i0 / 2 + n_dims / 2;
-                }
+            theta *= j->theta_scale;
+            int a = r->mode == BE_ROPE_NORM ? i0 : i0 / 2;
+            int b = r->mode == BE_ROPE_NORM ? i0 + 1 : i0 / 2 + n_dims / 2;
+            for (int32_t h = 0; h < j->n_head; h++) {
+                float *v = j->x + (t * j->n_head + h) * j->head_dim;
                 float x0 = v[a], x1 = v[b];
                 v[a] = x0 * cs - x1 * sn;
                 v[b] = x0 * sn + x1 * cs;
@@ -175,90 +460,181 @@ static void cpu_rope(struct be *be, float *x, int64_t n_tok, int32_t n_head, int
     }
 }
 
-/* ---- KV cache and attention ---- */
-
-static void cpu_kv_store(struct be *be, const struct be_kv_layer *kv, const float *k, const float *v,
-                         int64_t n_tok, int64_t row_len, const int64_t *slots)
+static void cpu_rope(struct be *be, float *x, int64_t n_tok, int32_t n_head, int32_t head_dim,
+                     const int32_t *pos, const struct be_rope *r)
 {
-    for (int64_t t = 0; t < n_tok; t++) {
-        uint8_t *kd = (uint8_t *)kv->k + (size_t)slots[t] * kv->row_bytes;
-        uint8_t *vd = (uint8_t *)kv->v + (size_t)slots[t] * kv->row_bytes;
+    struct cpu_ctx *c = be->ctx;
+    const int n_dims = r->n_rot;
+    struct rope_job j = {
+        .x = x, .n_head = n_head, .head_dim = head_dim, .pos = pos, .r = r, .n_tok = n_tok,
+        .theta_scale = powf(r->base, -2.0f / (float)n_dims),
+    };
+    if (r->ext_factor != 0.0f) {
+        j.corr0 = fmaxf(0.0f, floorf(yarn_corr_dim(n_dims, r->n_ctx_orig, r->beta_fast, r->base)));
+        j.corr1 = fminf((float)(n_dims - 1), ceilf(yarn_corr_dim(n_dims, r->n_ctx_orig, r->beta_slow, r->base)));
+    }
+    int64_t n_tasks = 1;
+    j.per_task = n_tok;
+    if (c->n_threads > 1 && n_tok * n_head * n_dims >= EW_PAR_MIN) {
+        n_tasks = n_tok < c->n_threads * 2 ? n_tok : c->n_threads * 2;
+        j.per_task = (n_tok + n_tasks - 1) / n_tasks;
+        n_tasks = (n_tok + j.per_task - 1) / j.per_task;
+    }
+    be_cpu__pool_run(c->pool, rope_task, &j, n_tasks);
+}
+
+/* ---- KV cache ---- */
+
+struct kvs_job {
+    const struct be_kv_layer *kv;
+    const float *k, *v;
+    int64_t row_len, per_task, n_tok;
+    const int64_t *slots;
+    be_cpu_act_fn conv; /* NULL: be_quant_row */
+};
+
+static void kv_store_task(void *ctx, int64_t task, int thread_id)
+{
+    const struct kvs_job *j = ctx;
+    const struct be_kv_layer *kv = j->kv;
+    int64_t t1 = (task + 1) * j->per_task < j->n_tok ? (task + 1) * j->per_task : j->n_tok;
+    for (int64_t t = task * j->per_task; t < t1; t++) {
+        uint8_t *kd = (uint8_t *)kv->k + (size_t)j->slots[t] * kv->row_bytes;
+        uint8_t *vd = (uint8_t *)kv->v + (size_t)j->slots[t] * kv->row_bytes;
+        const float *ks = j->k + t * j->row_len, *vs = j->v + t * j->row_len;
         if (kv->type == BE_TYPE_F32) {
-            memcpy(kd, k + t * row_len, (size_t)row_len * 4);
-            memcpy(vd, v + t * row_len, (size_t)row_len * 4);
+            memcpy(kd, ks, (size_t)j->row_len * 4);
+            memcpy(vd, vs, (size_t)j->row_len * 4);
+        } else if (j->conv) {
+            j->conv(ks, kd, j->row_len);
+            j->conv(vs, vd, j->row_len);
         } else {
-            be_quant_row(kv->type, k + t * row_len, kd, row_len);
-            be_quant_row(kv->type, v + t * row_len, vd, row_len);
+            be_quant_row(kv->type, ks, kd, j->row_len);
+            be_quant_row(kv->type, vs, vd, j->row_len);
         }
     }
 }
 
-static const void *kv_row(const struct be_kv_layer *kv, const void *base, const int32_t *blocks, int64_t p)
+static void cpu_kv_store(struct be *be, const struct be_kv_layer *kv, const float *k, const float *v,
+                         int64_t n_tok, int64_t row_len, const int64_t *slots)
+{
+    struct cpu_ctx *c = be->ctx;
+    ASSERT(kv->type == BE_TYPE_F32 || kv->type == BE_TYPE_F16 || kv->type == BE_TYPE_Q8_0);
+    struct kvs_job j = {
+        .kv = kv, .k = k, .v = v, .row_len = row_len, .n_tok = n_tok, .slots = slots,
+        .conv = c->kern && kv->type != BE_TYPE_F32 ? c->kern->act[kv->type] : NULL,
+        .per_task = n_tok,
+    };
+    int64_t n_tasks = 1;
+    if (c->n_threads > 1 && n_tok * row_len >= EW_PAR_MIN) {
+        n_tasks = n_tok < c->n_threads * 2 ? n_tok : c->n_threads * 2;
+        j.per_task = (n_tok + n_tasks - 1) / n_tasks;
+        n_tasks = (n_tok + j.per_task - 1) / j.per_task;
+    }
+    be_cpu__pool_run(c->pool, kv_store_task, &j, n_tasks);
+}
+
+/* ---- attention ---- */
+
+struct attn_job {
+    struct cpu_ctx *c;
+    float *out;
+    const float *q;
+    const struct be_attn *a;
+};
+
+/* The bytes of kv head kh's values within row p of a sequence. */
+static const uint8_t *kv_head(const struct be_kv_layer *kv, const void *base, const int32_t *blocks,
+                              int64_t p, size_t head_off)
 {
     int64_t slot = (int64_t)blocks[p / kv->block_size] * kv->block_size + p % kv->block_size;
-    return (const uint8_t *)base + (size_t)slot * kv->row_bytes;
+    return (const uint8_t *)base + (size_t)slot * kv->row_bytes + head_off;
+}
+
+/* One task: token t's query heads of kv head kh, over its visible
+ * positions, with the softmax kept online per chunk of positions: the
+ * running maximum m, sum l and the output accumulators are rescaled once
+ * per chunk. */
+static void attn_task(void *ctx, int64_t task, int thread_id)
+{
+    const struct attn_job *j = ctx;
+    const struct be_attn *a = j->a;
+    const struct be_kv_layer *kv = a->kv;
+    const struct prims *pr = &j->c->pr;
+    const int32_t hd = a->head_dim, n_g = a->n_head / a->n_head_kv;
+    const int64_t t = task / a->n_head_kv;
+    const int32_t kh = (int32_t)(task % a->n_head_kv);
+    const int32_t *bt = a->block_tab[t];
+    const int64_t n = a->n_kv[t];
+    const float *q = j->q + (t * a->n_head + (int64_t)kh * n_g) * hd;
+    float *acc = j->out + (t * a->n_head + (int64_t)kh * n_g) * hd;
+    const size_t head_off = be_row_size(kv->type, (int64_t)kh * hd);
+
+    float *kbuf = j->c->scratch + (size_t)thread_id * j->c->scratch_len;
+    float *sc = kbuf + hd;
+    int64_t ch = (int64_t)(j->c->scratch_len - (size_t)hd) / n_g;
+    if (ch > ATT_CHUNK)
+        ch = ATT_CHUNK;
+    ASSERT(ch >= 1);
+    float m[n_g];
+    double l[n_g];
+    for (int g = 0; g < n_g; g++) {
+        m[g] = -INFINITY;
+        l[g] = 0;
+    }
+    memset(acc, 0, (size_t)n_g * hd * sizeof(float));
+
+    for (int64_t p0 = 0; p0 < n; p0 += ch) {
+        const int64_t cn = n - p0 < ch ? n - p0 : ch;
+        /* hot: scores of the chunk; each key row is loaded once for the group */
+        for (int64_t i = 0; i < cn; i++) {
+            const uint8_t *kr = kv_head(kv, kv->k, bt, p0 + i, head_off);
+            const float *kf = (const float *)kr;
+            if (kv->type != BE_TYPE_F32) {
+                pr->kv_to_f32(kv->type, kr, kbuf, hd);
+                kf = kbuf;
+            }
+            pr->attn_scores(q, n_g, hd, kf, sc + i, ch, a->scale);
+        }
+        for (int g = 0; g < n_g; g++) {
+            float *sg = sc + g * ch;
+            float mx = m[g];
+            for (int64_t i = 0; i < cn; i++)
+                mx = sg[i] > mx ? sg[i] : mx;
+            if (mx > m[g]) {
+                if (l[g] != 0) {
+                    float alpha = expf(m[g] - mx);
+                    l[g] *= alpha;
+                    pr->scale(acc + (int64_t)g * hd, alpha, hd);
+                }
+                m[g] = mx;
+            }
+            l[g] += pr->exp_shift(sg, m[g], cn);
+        }
+        /* hot: the weighted values; each value row once for the group */
+        for (int64_t i = 0; i < cn; i++) {
+            const uint8_t *vr = kv_head(kv, kv->v, bt, p0 + i, head_off);
+            const float *vf = (const float *)vr;
+            if (kv->type != BE_TYPE_F32) {
+                pr->kv_to_f32(kv->type, vr, kbuf, hd);
+                vf = kbuf;
+            }
+            pr->attn_acc(acc, n_g, hd, sc + i, ch, vf);
+        }
+    }
+    for (int g = 0; g < n_g; g++)
+        pr->scale(acc + (int64_t)g * hd, l[g] > 0 ? (float)(1.0 / l[g]) : 0.0f, hd);
 }
 
 static void cpu_attention(struct be *be, float *out, const float *q, int64_t n_tok, const struct be_attn *a)
 {
     struct cpu_ctx *c = be->ctx;
-    const struct be_kv_layer *kv = a->kv;
-    const int32_t hd = a->head_dim, group = a->n_head / a->n_head_kv;
-    const int64_t kv_len = (int64_t)a->n_head_kv * hd;
-    int64_t max_kv = 0;
-    for (int64_t t = 0; t < n_tok; t++)
-        if (a->n_kv[t] > max_kv)
-            max_kv = a->n_kv[t];
-    ASSERT((size_t)max_kv * sizeof(float) <= c->scores_len);
-    ASSERT(c->row_len >= (size_t)kv_len * sizeof(float));
-    float *row = c->row, *sc = c->scores;
-
-    for (int64_t t = 0; t < n_tok; t++) {
-        const int32_t *bt = a->block_tab[t];
-        const int64_t n = a->n_kv[t];
-        for (int32_t h = 0; h < a->n_head; h++) {
-            const float *qh = q + (t * a->n_head + h) * hd;
-            const int32_t kh = h / group;
-            float mx = -INFINITY;
-            for (int64_t p = 0; p < n; p++) {
-                const void *kr = kv_row(kv, kv->k, bt, p);
-                const float *kf;
-                if (kv->type == BE_TYPE_F32) {
-                    kf = (const float *)kr + kh * hd;
-                } else {
-                    be_dequant_row(kv->type, kr, row, kv_len);
-                    kf = row + kh * hd;
-                }
-                float s = 0;
-                for (int32_t i = 0; i < hd; i++)
-                    s += qh[i] * kf[i];
-                sc[p] = s * a->scale;
-                if (sc[p] > mx)
-                    mx = sc[p];
-            }
-            double sum = 0;
-            for (int64_t p = 0; p < n; p++) {
-                sc[p] = expf(sc[p] - mx);
-                sum += sc[p];
-            }
-            float inv = (float)(1.0 / sum);
-            float *oh = out + (t * a->n_head + h) * hd;
-            memset(oh, 0, (size_t)hd * sizeof(float));
-            for (int64_t p = 0; p < n; p++) {
-                const void *vr = kv_row(kv, kv->v, bt, p);
-                const float *vf;
-                if (kv->type == BE_TYPE_F32) {
-                    vf = (const float *)vr + kh * hd;
-                } else {
-                    be_dequant_row(kv->type, vr, row, kv_len);
-                    vf = row + kh * hd;
-                }
-                float w = sc[p] * inv;
-                for (int32_t i = 0; i < hd; i++)
-                    oh[i] += w * vf[i];
-            }
-        }
-    }
+    ASSERT(a->n_head % a->n_head_kv == 0);
+    ASSERT(a->kv->type == BE_TYPE_F32 || a->kv->type == BE_TYPE_F16 || a->kv->type == BE_TYPE_Q8_0);
+    ASSERT(a->kv->type != BE_TYPE_Q8_0 || a->head_dim % QK8_0 == 0);
+    ASSERT(c->scratch && c->scratch_len >= (size_t)a->head_dim + (size_t)(a->n_head / a->n_head_kv));
+    struct attn_job j = {.c = c, .out = out, .q = q, .a = a};
+    be_cpu__pool_run(c->pool, attn_task, &j, n_tok * a->n_head_kv);
 }
 
 static bool cpu_supports_type(struct be *be, enum be_type t)
@@ -291,7 +667,20 @@ int be_cpu_init(struct be **out, const struct be_cpu_params *p)
         free(c);
         return -ENOMEM;
     }
-    c->n_threads = p && p->n_threads > 0 ? p->n_threads : 1;
+    int rc = be_cpu__pool_init(&c->pool, p ? p->n_threads : 0);
+    if (rc != 0) {
+        free(be);
+        free(c);
+        return rc;
+    }
+    c->n_threads = be_cpu__pool_threads(c->pool);
+    enum be_cpu_isa isa = be_cpu__isa_detect();
+    c->kern = be_cpu__kernels(isa);
+    for (int i = (int)isa - 1; !c->kern && i >= 0; i--)
+        c->kern = be_cpu__kernels((enum be_cpu_isa)i);
+    c->pr = isa >= BE_CPU_ISA_AVX2 ? g_prims_avx2 : g_prims_plain;
+    log_info("cpu", "kernels %s, %d thread%s", c->kern ? c->kern->isa_name : "reference",
+             c->n_threads, c->n_threads == 1 ? "" : "s");
     be->ops = &g_cpu_ops;
     be->ctx = c;
     be->name = "cpu";
