@@ -89,11 +89,22 @@ $(BUILD)/tests/%: tests/%.c tests/testutil.h $(TOOL_LIB) $(BUILD)/libmoed.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -DTESTING -o $@ $< $(TOOL_LIB) $(BUILD)/libmoed.a -lcmocka $(LDLIBS)
 
-# libFuzzer harnesses: clang, with ASan and UBSan, over the library sources.
-FUZZ_CFLAGS = -std=gnu11 -g -O1 -I. -D_GNU_SOURCE -pthread -fsanitize=fuzzer,address,undefined
-$(BUILD)/fuzz/%: tests/fuzz/%.c $(LIB_SRC)
+# libFuzzer harnesses: clang, with ASan and UBSan, over the library compiled
+# again with clang (objects in $(BUILD)/fuzzobj, ISA flags as above).
+FUZZ_CFLAGS = -std=gnu11 -g -O1 -I. -D_GNU_SOURCE -pthread -fsanitize=address,undefined
+FUZZ_OBJ = $(LIB_SRC:%.c=$(BUILD)/fuzzobj/%.o)
+$(BUILD)/fuzzobj/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CLANG) $(FUZZ_CFLAGS) -o $@ $< $(LIB_SRC) $(LDLIBS)
+	$(CLANG) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c $< -o $@
+$(BUILD)/fuzzobj/%_avx2.o: %_avx2.c
+	@mkdir -p $(dir $@)
+	$(CLANG) $(FUZZ_CFLAGS) $(AVX2_FLAGS) -fsanitize=fuzzer-no-link -c $< -o $@
+$(BUILD)/fuzzobj/%_avx512.o: %_avx512.c
+	@mkdir -p $(dir $@)
+	$(CLANG) $(FUZZ_CFLAGS) $(AVX512_FLAGS) -fsanitize=fuzzer-no-link -c $< -o $@
+$(BUILD)/fuzz/%: tests/fuzz/%.c $(FUZZ_OBJ)
+	@mkdir -p $(dir $@)
+	$(CLANG) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< $(FUZZ_OBJ) $(LDLIBS)
 
 $(CUDA_LIB): $(CUDA_SRC) $(wildcard kernels/cuda/*.cuh) kernels/backend.h
 	@mkdir -p $(dir $@)

@@ -968,8 +968,9 @@ static int get_value(const struct gguf_file *f, const char *key, const struct gg
     return 0;
 }
 
-/* Reads an integer value as a sign and magnitude-free pair: *neg is set
- * when the value is below zero (then *i holds it), else *u holds it. */
+/* Reads an integer value of any width and signedness: *neg is set when it
+ * is below zero (then *i holds it), else *u holds it. Other types give
+ * ERR_MODEL_FORMAT. */
 static int get_int(const struct gguf_file *f, const char *key, bool *neg, uint64_t *u, int64_t *i)
 {
     const struct gguf_value *v;

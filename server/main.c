@@ -11,6 +11,7 @@
 #include "engine/forward.h"
 #include "engine/model.h"
 #include "kernels/backend.h"
+#include "server/impl.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -19,17 +20,6 @@
 #include <string.h>
 #include <sys/sysinfo.h>
 #include <unistd.h>
-
-static void human(char *buf, size_t len, double bytes)
-{
-    const char *u[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-    int i = 0;
-    while (bytes >= 1024 && i < 4) {
-        bytes /= 1024;
-        i++;
-    }
-    snprintf(buf, len, i ? "%.2f %s" : "%.0f %s", bytes, u[i]);
-}
 
 /* ---- inspect ---- */
 
@@ -84,12 +74,12 @@ static int cmd_inspect(int argc, char **argv)
     for (int t = 0; t < BE_TYPE_COUNT; t++) {
         if (!cnt[t])
             continue;
-        human(a, sizeof a, (double)bytes[t]);
+        srv_human_bytes(a, sizeof a, (double)bytes[t]);
         printf("  %-8s %5llu tensors, %s\n", be_type_name((uint32_t)t), (unsigned long long)cnt[t], a);
     }
-    human(a, sizeof a, (double)m->bytes_experts);
-    human(b, sizeof b, (double)m->bytes_weights);
-    human(c, sizeof c, (double)m->bytes_per_expert);
+    srv_human_bytes(a, sizeof a, (double)m->bytes_experts);
+    srv_human_bytes(b, sizeof b, (double)m->bytes_weights);
+    srv_human_bytes(c, sizeof c, (double)m->bytes_per_expert);
     double total = (double)(m->bytes_experts + m->bytes_weights);
     printf("experts:      %s (%.1f %% of weights), %s per expert per layer, %u MoE layers\n", a,
            total > 0 ? 100.0 * (double)m->bytes_experts / total : 0.0, c, m->n_moe_layers);
@@ -101,14 +91,14 @@ static int cmd_inspect(int argc, char **argv)
     size_t kv = kv_tok * hp->n_ctx_train;
     struct sysinfo si;
     double ram = sysinfo(&si) == 0 ? (double)si.totalram * si.mem_unit : 0;
-    human(a, sizeof a, (double)kv_tok);
-    human(b, sizeof b, (double)kv);
+    srv_human_bytes(a, sizeof a, (double)kv_tok);
+    srv_human_bytes(b, sizeof b, (double)kv);
     printf("memory plan (defaults, CPU backend):\n");
     printf("  KV cache:   %s per token, %s for %u tokens (f16)\n", a, b, hp->n_ctx_train);
-    human(a, sizeof a, (double)m->bytes_weights);
+    srv_human_bytes(a, sizeof a, (double)m->bytes_weights);
     printf("  resident:   %s non-expert weights\n", a);
-    human(a, sizeof a, (double)m->bytes_experts);
-    human(b, sizeof b, ram);
+    srv_human_bytes(a, sizeof a, (double)m->bytes_experts);
+    srv_human_bytes(b, sizeof b, ram);
     bool fits = total + (double)kv < ram * 0.8;
     printf("  experts:    %s, %s (RAM %s)\n", a, fits ? "all resident" : "do not fit: cached from disk", b);
     model_free(m);
@@ -300,6 +290,7 @@ static void usage(FILE *f)
     fprintf(f, "usage: moed COMMAND [options]\n"
                "commands:\n"
                "  inspect MODEL      architecture, sizes, tensor types and memory plan\n"
+               "  bench -m MODEL     prefill and decode speed (pp/tg tokens per second)\n"
                "  logits -m MODEL    logits of a token sequence (developer tool)\n");
 }
 
@@ -312,6 +303,8 @@ int main(int argc, char **argv)
     const char *cmd = argv[1];
     if (strcmp(cmd, "inspect") == 0)
         return cmd_inspect(argc - 1, argv + 1);
+    if (strcmp(cmd, "bench") == 0)
+        return srv_cmd_bench(argc - 1, argv + 1);
     if (strcmp(cmd, "logits") == 0)
         return cmd_logits(argc - 1, argv + 1);
     if (strcmp(cmd, "-h") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "help") == 0) {
