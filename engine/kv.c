@@ -292,7 +292,9 @@ int kv_seq_attach_prefix(struct kv *kv, struct kv_seq *s, const int32_t *tokens,
         done += bs;
         h = hh;
     }
-    /* Then the best partial match among the children of the last block. */
+    /* Then the best partial match among the children of the last block
+     * (full blocks are children too, so a prefix that ends inside a full
+     * cached block is found here). */
     int32_t best = -1, best_rows = 0;
     if (done < limit && s->n_alloc < s->cap) {
         for (int32_t b = kv->child_head[bucket(kv, h)]; b >= 0; b = kv->child_next[b]) {
@@ -306,9 +308,6 @@ int kv_seq_attach_prefix(struct kv *kv, struct kv_seq *s, const int32_t *tokens,
                 best = b;
             }
         }
-        /* also full blocks that match only in part */
-        for (int32_t b = 0; best_rows < bs - 1 && b < 0; b++)
-            ;
     }
     if (best >= 0) {
         ref_block(kv, best); /* keep it from being evicted by take_block */

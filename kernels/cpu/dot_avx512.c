@@ -1,9 +1,12 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * dot_avx512.c - AVX-512 (F/BW/DQ/VL) dot products: 512-bit kernels for the
- * common weight types (F32, F16, BF16, Q8_0, Q4_0, Q5_0, IQ4_NL, Q4_K,
- * Q5_K, Q6_K); every other type and the activation converters reuse the
- * 256-bit code of dot_avx2.c, included here and so compiled for this level.
+ * dot_avx512.c - AVX-512 (F/BW/DQ/VL) dot products: 512-bit kernels for
+ * F32, F16, BF16, Q8_0, Q4_0, Q5_0, IQ4_NL and Q6_K; every other type and
+ * the activation converters reuse the 256-bit code of dot_avx2.c, included
+ * here and so compiled for this level (EVEX encoding, 32 registers, and
+ * with DOT_VNNI its VNNI multiply-adds). Q4_K/Q5_K stay 256-bit: a 512-bit
+ * version measured no faster at n_y = 1 and slower at n_y = 4 (the nibble
+ * halves must be joined with a cross-lane insert per 64 values).
  *
  * dot_vnni_avx512.c includes this file with DOT_VNNI defined: the int8 and
  * int16 multiply-adds become vpdpbusd / vpdpwssd and BF16 uses vdpbf16ps;
@@ -226,67 +229,6 @@ DOT_ENTRY(d512_iq4_nl)
 
 /* ---- K-quants ---- */
 
-/* Q4_K / Q5_K: chunk p (64 values) is one zmm: sub-block 2p (low nibbles)
- * then 2p+1 (high nibbles), matching 64 consecutive activations. */
-#define K4_512_BODY(name, BT, HAS_QH)                                                      \
-    HOT void name##_body(int64_t n, const void *vx, const void *vy, size_t ys, const int ny, \
-                         float *s)                                                         \
-    {                                                                                      \
-        const BT *x = vx;                                                                  \
-        Y_ROWS(struct block_q8_K, y, vy, ys, ny);                                          \
-        __m512 acc[BE_CPU_MAX_NY];                                                         \
-        __m128 accm[BE_CPU_MAX_NY];                                                        \
-        for (int j = 0; j < ny; j++) {                                                     \
-            acc[j] = _mm512_setzero_ps();                                                  \
-            accm[j] = _mm_setzero_ps();                                                    \
-        }                                                                                  \
-        const __m256i m4 = _mm256_set1_epi8(0x0f);                                         \
-        for (int64_t i = 0; i < n / QK_K; i++) { /* hot */                                 \
-            uint32_t utmp[4];                                                              \
-            k4_scales_decode(x[i].scales, utmp);                                           \
-            const uint8_t *sc = (const uint8_t *)utmp;                                     \
-            const __m128i mins16 = _mm_cvtepu8_epi16(_mm_set_epi32(0, 0, (int)utmp[3], (int)utmp[2])); \
-            __m512i sumi[BE_CPU_MAX_NY];                                                   \
-            for (int j = 0; j < ny; j++)                                                   \
-                sumi[j] = _mm512_setzero_si512();                                          \
-            __m256i hv = _mm256_setzero_si256();                                           \
-            if (HAS_QH)                                                                    \
-                hv = loadu256(((const struct block_q5_K *)(const void *)&x[i])->qh);       \
-            for (int p = 0; p < 4; p++) {                                                  \
-                const __m256i q = loadu256(x[i].qs + 32 * p);                              \
-                __m256i lo = _mm256_and_si256(q, m4);                                      \
-                __m256i hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);                \
-                if (HAS_QH) {                                                              \
-                    const __m256i one = _mm256_set1_epi8(1);                               \
-                    lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(hv, one), 4)); \
-                    hv = _mm256_srli_epi16(hv, 1);                                         \
-                    hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(hv, one), 4)); \
-                    hv = _mm256_srli_epi16(hv, 1);                                         \
-                }                                                                          \
-                const __m512i w = cat256(lo, hi);                                          \
-                const __m512i scv = cat_set1_epi16(sc[2 * p], sc[2 * p + 1]);              \
-                for (int j = 0; j < ny; j++) {                                             \
-                    const __m512i yv = _mm512_loadu_si512(y[j][i].qs + 64 * p);            \
-                    sumi[j] = dp512_i16(sumi[j], _mm512_maddubs_epi16(w, yv), scv);        \
-                }                                                                          \
-            }                                                                              \
-            const float dx = f16f(x[i].d), dmx = f16f(x[i].dmin);                          \
-            for (int j = 0; j < ny; j++) {                                                 \
-                const float yd = y[j][i].d;                                                \
-                acc[j] = _mm512_fmadd_ps(_mm512_set1_ps(dx * yd), _mm512_cvtepi32_ps(sumi[j]), acc[j]); \
-                accm[j] = _mm_fmadd_ps(_mm_set1_ps(dmx * yd),                              \
-                                       _mm_cvtepi32_ps(k4_min_dot(mins16, y[j][i].bsums)), accm[j]); \
-            }                                                                              \
-        }                                                                                  \
-        for (int j = 0; j < ny; j++)                                                       \
-            s[j] = _mm512_reduce_add_ps(acc[j]) - hsum128_ps(accm[j]);                     \
-    }
-
-K4_512_BODY(d512_q4_k, struct block_q4_K, 0)
-K4_512_BODY(d512_q5_k, struct block_q5_K, 1)
-DOT_ENTRY(d512_q4_k)
-DOT_ENTRY(d512_q5_k)
-
 /* Q6_K: half h is two zmm: low nibbles of ql[64h..64h+63] (values 0-63 of
  * the half) and high nibbles (64-127), with the 2-bit highs from qh. */
 HOT void d512_q6_k_body(int64_t n, const void *vx, const void *vy, size_t ys, const int ny,
@@ -347,9 +289,13 @@ void DOT512_FILL(struct be_cpu_kernels *k)
     k->dot[BE_TYPE_Q4_0] = d512_q4_0;
     k->dot[BE_TYPE_Q5_0] = d512_q5_0;
     k->dot[BE_TYPE_IQ4_NL] = d512_iq4_nl;
-    k->dot[BE_TYPE_Q4_K] = d512_q4_k;
-    k->dot[BE_TYPE_Q5_K] = d512_q5_k;
     k->dot[BE_TYPE_Q6_K] = d512_q6_k;
+#ifdef DOT_VNNI
+    /* Measured (Zen 4): IQ4_XS and Q3_K run slower with vpdpwssd, whose
+     * latency chains their scaled sums; they keep the AVX-512 level's. */
+    k->dot[BE_TYPE_IQ4_XS] = NULL;
+    k->dot[BE_TYPE_Q3_K] = NULL;
+#endif
 }
 
 #ifdef DOT_TARGET_PUSHED
