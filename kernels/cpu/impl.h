@@ -79,15 +79,17 @@ void be_cpu__pool_run(struct be_cpu_pool *pool, be_cpu_task_fn fn, void *ctx, in
  * Called only when be_cpu__isa_detect() >= BE_CPU_ISA_AVX2; each matches the
  * plain loop of the same name in backend_cpu.c up to float rounding order. */
 
-/* s[g * s_stride] = scale * dot(q + g * hd, k) for g < n_g (n_g query heads
- * sharing one key row of hd values). */
-void be_cpu__attn_scores_avx2(const float *q, int n_g, int hd, const float *k, float *s,
-                              int64_t s_stride, float scale);
-/* acc[g * hd + i] += w[g * w_stride] * v[i] for g < n_g, i < hd. */
-void be_cpu__attn_acc_avx2(float *acc, int n_g, int hd, const float *w, int64_t w_stride,
-                           const float *v);
-/* Converts n values of a KV row (F16 or Q8_0; n a multiple of 32) to f32. */
-void be_cpu__kv_to_f32_avx2(enum be_type t, const void *src, float *dst, int64_t n);
+/* Scores of a chunk of cn key rows for the n_g query heads that share them:
+ * s[g * s_stride + p] = scale * dot(q + g * hd, K_p) for g < n_g, p < cn,
+ * where K_p is hd values of type t (F32, F16 or Q8_0; hd a multiple of 32
+ * for Q8_0) at rows[p], converted on the fly. */
+void be_cpu__attn_scores_avx2(enum be_type t, const float *q, int n_g, int hd,
+                              const void *const *rows, int cn, float *s, int64_t s_stride,
+                              float scale);
+/* acc[g * hd + i] += sum_p w[g * w_stride + p] * V_p[i] for g < n_g, i < hd,
+ * the value rows V_p as above; the sum over p is taken in order of p. */
+void be_cpu__attn_acc_avx2(enum be_type t, float *acc, int n_g, int hd, const float *w,
+                           int64_t w_stride, const void *const *rows, int cn);
 /* x[i] = exp(x[i] - mx); returns the sum of the new x. */
 float be_cpu__exp_shift_avx2(float *x, float mx, int64_t n);
 /* y[i] = silu(g[i]) * u[i]. */

@@ -53,62 +53,141 @@ static inline __m256 exp8(__m256 x)
 
 /* ---- attention ---- */
 
-void be_cpu__attn_scores_avx2(const float *q, int n_g, int hd, const float *k, float *s,
-                              int64_t s_stride, float scale)
+/* Values i..i+7 of a KV row of type T (a constant after inlining). */
+static inline __attribute__((always_inline)) __m256 kv_load8(enum be_type T, const void *row, int i)
 {
-    /* hot: one key row against the n_g query heads that share it */
-    for (int g = 0; g < n_g; g++) {
-        const float *qg = q + (int64_t)g * hd;
-        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
-        int i = 0;
-        for (; i + 16 <= hd; i += 16) {
-            a0 = _mm256_fmadd_ps(_mm256_loadu_ps(qg + i), _mm256_loadu_ps(k + i), a0);
-            a1 = _mm256_fmadd_ps(_mm256_loadu_ps(qg + i + 8), _mm256_loadu_ps(k + i + 8), a1);
-        }
-        for (; i + 8 <= hd; i += 8)
-            a0 = _mm256_fmadd_ps(_mm256_loadu_ps(qg + i), _mm256_loadu_ps(k + i), a0);
-        float sum = hsum(_mm256_add_ps(a0, a1));
-        for (; i < hd; i++)
-            sum += qg[i] * k[i];
-        s[g * s_stride] = sum * scale;
+    if (T == BE_TYPE_F32)
+        return _mm256_loadu_ps((const float *)row + i);
+    if (T == BE_TYPE_F16)
+        return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)row + i)));
+    const struct block_q8_0 *b = (const struct block_q8_0 *)row + i / QK8_0;
+    __m256 d = _mm256_set1_ps(_mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(b->d))));
+    __m256i q = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(b->qs + i % QK8_0)));
+    return _mm256_mul_ps(d, _mm256_cvtepi32_ps(q));
+}
+
+/* NB query heads (a constant) against one key row: NB accumulators, so the
+ * key row is loaded and converted once for the block. hd % 8 == 0. The head
+ * loops are unrolled by pragma: at -O2 gcc would otherwise keep acc[] in
+ * memory. */
+static inline __attribute__((always_inline)) void scores_blk(enum be_type T, int NB, const float *q,
+                                                             int hd, const void *row, float *s,
+                                                             int64_t s_stride, float scale)
+{
+    __m256 acc[8];
+#pragma GCC unroll 8
+    for (int g = 0; g < NB; g++)
+        acc[g] = _mm256_setzero_ps();
+    for (int i = 0; i < hd; i += 8) {
+        __m256 k = kv_load8(T, row, i);
+#pragma GCC unroll 8
+        for (int g = 0; g < NB; g++)
+            acc[g] = _mm256_fmadd_ps(_mm256_loadu_ps(q + (int64_t)g * hd + i), k, acc[g]);
+    }
+#pragma GCC unroll 8
+    for (int g = 0; g < NB; g++)
+        s[g * s_stride] = hsum(acc[g]) * scale;
+}
+
+static inline __attribute__((always_inline)) void scores_t(enum be_type T, const float *q, int n_g,
+                                                           int hd, const void *const *rows, int cn,
+                                                           float *s, int64_t s_stride, float scale)
+{
+    /* hot: each key row once per block of 8 heads */
+    for (int p = 0; p < cn; p++) {
+        int g = 0;
+        for (; g + 8 <= n_g; g += 8)
+            scores_blk(T, 8, q + (int64_t)g * hd, hd, rows[p], s + g * s_stride + p, s_stride, scale);
+        for (; g + 4 <= n_g; g += 4)
+            scores_blk(T, 4, q + (int64_t)g * hd, hd, rows[p], s + g * s_stride + p, s_stride, scale);
+        for (; g < n_g; g++)
+            scores_blk(T, 1, q + (int64_t)g * hd, hd, rows[p], s + g * s_stride + p, s_stride, scale);
     }
 }
 
-void be_cpu__attn_acc_avx2(float *acc, int n_g, int hd, const float *w, int64_t w_stride,
-                           const float *v)
+/* Scalar element i of a KV row, for head sizes that are not a multiple of 8. */
+static float kv_at(enum be_type t, const void *row, int i)
 {
-    /* hot: one value row into the n_g heads' accumulators */
-    for (int g = 0; g < n_g; g++) {
-        float *ag = acc + (int64_t)g * hd;
-        const float wg = w[g * w_stride];
-        const __m256 wv = _mm256_set1_ps(wg);
-        int i = 0;
-        for (; i + 8 <= hd; i += 8)
-            _mm256_storeu_ps(ag + i, _mm256_fmadd_ps(wv, _mm256_loadu_ps(v + i), _mm256_loadu_ps(ag + i)));
-        for (; i < hd; i++)
-            ag[i] += wg * v[i];
-    }
+    if (t == BE_TYPE_F32)
+        return ((const float *)row)[i];
+    if (t == BE_TYPE_F16)
+        return _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(((const uint16_t *)row)[i])));
+    const struct block_q8_0 *b = (const struct block_q8_0 *)row + i / QK8_0;
+    return _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(b->d))) * (float)b->qs[i % QK8_0];
 }
 
-void be_cpu__kv_to_f32_avx2(enum be_type t, const void *src, float *dst, int64_t n)
+void be_cpu__attn_scores_avx2(enum be_type t, const float *q, int n_g, int hd,
+                              const void *const *rows, int cn, float *s, int64_t s_stride,
+                              float scale)
 {
-    if (t == BE_TYPE_F16) {
-        const uint16_t *h = src;
-        int64_t i = 0;
-        for (; i + 8 <= n; i += 8)
-            _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(h + i))));
-        for (; i < n; i++)
-            dst[i] = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h[i])));
+    if (hd % 8 != 0) {
+        for (int p = 0; p < cn; p++)
+            for (int g = 0; g < n_g; g++) {
+                float sum = 0;
+                for (int i = 0; i < hd; i++)
+                    sum += q[(int64_t)g * hd + i] * kv_at(t, rows[p], i);
+                s[g * s_stride + p] = sum * scale;
+            }
         return;
     }
-    /* Q8_0 */
-    const struct block_q8_0 *b = src;
-    for (int64_t ib = 0; ib < n / QK8_0; ib++) {
-        __m256 d = _mm256_set1_ps(_mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(b[ib].d))));
-        for (int j = 0; j < QK8_0; j += 8) {
-            __m256i q = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(b[ib].qs + j)));
-            _mm256_storeu_ps(dst + ib * QK8_0 + j, _mm256_mul_ps(d, _mm256_cvtepi32_ps(q)));
+    switch (t) {
+    case BE_TYPE_F32: scores_t(BE_TYPE_F32, q, n_g, hd, rows, cn, s, s_stride, scale); break;
+    case BE_TYPE_F16: scores_t(BE_TYPE_F16, q, n_g, hd, rows, cn, s, s_stride, scale); break;
+    default: scores_t(BE_TYPE_Q8_0, q, n_g, hd, rows, cn, s, s_stride, scale); break;
+    }
+}
+
+/* NB heads' accumulators for 8 values of the head kept in registers while
+ * the chunk's value rows stream past: no load/store of acc per row. */
+static inline __attribute__((always_inline)) void acc_blk(enum be_type T, int NB, float *acc, int hd,
+                                                          const float *w, int64_t w_stride,
+                                                          const void *const *rows, int cn)
+{
+    for (int i = 0; i < hd; i += 8) {
+        __m256 a[8];
+#pragma GCC unroll 8
+        for (int g = 0; g < NB; g++)
+            a[g] = _mm256_loadu_ps(acc + (int64_t)g * hd + i);
+        for (int p = 0; p < cn; p++) {
+            __m256 v = kv_load8(T, rows[p], i);
+#pragma GCC unroll 8
+            for (int g = 0; g < NB; g++)
+                a[g] = _mm256_fmadd_ps(_mm256_broadcast_ss(w + g * w_stride + p), v, a[g]);
         }
+#pragma GCC unroll 8
+        for (int g = 0; g < NB; g++)
+            _mm256_storeu_ps(acc + (int64_t)g * hd + i, a[g]);
+    }
+}
+
+static inline __attribute__((always_inline)) void acc_t(enum be_type T, float *acc, int n_g, int hd,
+                                                        const float *w, int64_t w_stride,
+                                                        const void *const *rows, int cn)
+{
+    /* hot: each value row once per block of 8 heads and 8 values */
+    int g = 0;
+    for (; g + 8 <= n_g; g += 8)
+        acc_blk(T, 8, acc + (int64_t)g * hd, hd, w + g * w_stride, w_stride, rows, cn);
+    for (; g + 4 <= n_g; g += 4)
+        acc_blk(T, 4, acc + (int64_t)g * hd, hd, w + g * w_stride, w_stride, rows, cn);
+    for (; g < n_g; g++)
+        acc_blk(T, 1, acc + (int64_t)g * hd, hd, w + g * w_stride, w_stride, rows, cn);
+}
+
+void be_cpu__attn_acc_avx2(enum be_type t, float *acc, int n_g, int hd, const float *w,
+                           int64_t w_stride, const void *const *rows, int cn)
+{
+    if (hd % 8 != 0) {
+        for (int g = 0; g < n_g; g++)
+            for (int p = 0; p < cn; p++)
+                for (int i = 0; i < hd; i++)
+                    acc[(int64_t)g * hd + i] += w[g * w_stride + p] * kv_at(t, rows[p], i);
+        return;
+    }
+    switch (t) {
+    case BE_TYPE_F32: acc_t(BE_TYPE_F32, acc, n_g, hd, w, w_stride, rows, cn); break;
+    case BE_TYPE_F16: acc_t(BE_TYPE_F16, acc, n_g, hd, w, w_stride, rows, cn); break;
+    default: acc_t(BE_TYPE_Q8_0, acc, n_g, hd, w, w_stride, rows, cn); break;
     }
 }
 

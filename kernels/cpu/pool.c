@@ -115,7 +115,9 @@ static void *worker_main(void *arg)
 {
     struct worker *wk = arg;
     struct be_cpu_pool *p = wk->pool;
-    uint32_t seen = atomic_load_explicit(&p->seq, memory_order_acquire);
+    /* The value at pool creation, not a fresh load: a worker that starts
+     * late must still see the runs (and the stop) published before it. */
+    uint32_t seen = 0;
 
     for (;;) {
         /* Wait for the next run: spin first, then sleep. */
