@@ -145,16 +145,16 @@ static int parse_ids(const char *s, int32_t **out, int *n)
 static int cmd_logits(int argc, char **argv)
 {
     const char *model_path = NULL, *out_path = NULL, *ids_s = NULL, *kv_s = "f32";
-    int greedy = 0, batch = 0;
+    int greedy = 0, batch = 0, threads = 0;
     uint32_t mutate = 0;
     static const struct option lo[] = {{"model", 1, 0, 'm'}, {"tokens", 1, 0, 'T'},
                                        {"out", 1, 0, 'o'},   {"greedy", 1, 0, 'g'},
                                        {"kv", 1, 0, 'k'},    {"batch", 1, 0, 'b'},
-                                       {"mutate", 1, 0, 'M'},
+                                       {"mutate", 1, 0, 'M'}, {"threads", 1, 0, 't'},
                                        {0, 0, 0, 0}};
     int c;
     optind = 1;
-    while ((c = getopt_long(argc, argv, "m:T:o:g:k:b:", lo, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "m:T:o:g:k:b:t:", lo, NULL)) != -1) {
         switch (c) {
         case 'm': model_path = optarg; break;
         case 'T': ids_s = optarg; break;
@@ -162,6 +162,7 @@ static int cmd_logits(int argc, char **argv)
         case 'g': greedy = atoi(optarg); break;
         case 'k': kv_s = optarg; break;
         case 'b': batch = atoi(optarg); break;
+        case 't': threads = atoi(optarg); break;
         case 'M':
             if (strcmp(optarg, "rope") == 0)
                 mutate |= FWD_MUTATE_ROPE_STYLE;
@@ -179,7 +180,7 @@ static int cmd_logits(int argc, char **argv)
     }
     if (!model_path || !ids_s || !out_path) {
         fprintf(stderr, "usage: moed logits -m MODEL --tokens 1,2,3 -o OUT.f32 [--greedy N] "
-                        "[--kv f32|f16|q8_0] [--batch N] [--mutate rope|qknorm|topk]\n"
+                        "[--kv f32|f16|q8_0] [--batch N] [-t THREADS] [--mutate rope|qknorm|topk]\n"
                         "writes float32 logits, one row of n_vocab per token fed in (prompt and\n"
                         "generated tokens but the last); prints generated ids on stdout\n");
         return 2;
@@ -224,7 +225,8 @@ static int cmd_logits(int argc, char **argv)
         rc = -errno;
         goto out;
     }
-    if ((rc = be_cpu_init(&be, NULL)) < 0 || (rc = fwd_init(&f, m, be, &fp)) < 0)
+    struct be_cpu_params cp = {.n_threads = threads};
+    if ((rc = be_cpu_init(&be, &cp)) < 0 || (rc = fwd_init(&f, m, be, &fp)) < 0)
         goto out;
     memcpy(all, ids, (size_t)n_prompt * sizeof *ids);
     for (int i = 0; i < fp.kv_blocks; i++)
