@@ -273,6 +273,7 @@ int main(int argc, char **argv)
     int max_threads = be_cpu__cpu_count();
     size_t bw_mib = 2048;
     const char *filter = NULL;
+    int bw_only = 0; /* -B: only the bandwidth, as "bandwidth THREADS GB/s" lines */
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "-t") && i + 1 < argc)
             max_threads = atoi(argv[++i]);
@@ -282,6 +283,8 @@ int main(int argc, char **argv)
             filter = argv[++i];
         else if (!strcmp(argv[i], "-s") && i + 1 < argc)
             bw_mib = (size_t)atol(argv[++i]);
+        else if (!strcmp(argv[i], "-B"))
+            bw_only = 1;
     }
     if (max_threads < 1)
         max_threads = 1;
@@ -300,6 +303,11 @@ int main(int argc, char **argv)
         bw[i] = 1e30; /* -s 0: no bound, %bw shows 0 */
     if (bw_mib > 0 && measure_bw(bw_mib, thr, n_thr, bw) != 0)
         return 1;
+    if (bw_only) {
+        for (int i = 0; i < n_thr; i++)
+            printf("bandwidth %d %.3f\n", thr[i], bw[i]);
+        return 0;
+    }
 
     /* (b) pool */
     printf("\nthread pool per-call overhead\n");

@@ -30,7 +30,48 @@ echo "==== kernels ===="
 "$BUILD/bench/bench_kernels" "${args[@]}"
 
 # ==== end to end (model benchmarks) ====
-# Reserved for the lead: prefill pp128/pp512 and decode tg128 on the medium
-# test model through `moed bench`, for example
-#   "$BUILD/moed" bench -m "$BUILD/models/<medium>.gguf" -p 128,512 -n 128
+# The medium preset (Qwen3-MoE shape: hidden 1024, 16 layers, 64 experts,
+# top-8, Qwen3 vocabulary) in Q8_0 and Q4_K_M, written once into
+# $BUILD/bench-models. Prefill pp128/pp512 and decode tg128 at 1 and 2
+# threads, each decode figure beside its bound: the weight bytes one decoded
+# token reads divided by the streaming read bandwidth of the same number of
+# threads, measured here in the same run.
+MODELS=$BUILD/bench-models
+mkdir -p "$MODELS"
+for t in q8_0 q4_k_m; do
+    f=$MODELS/medium-$t.gguf
+    if [ ! -f "$f" ] || [ "$BUILD/mkmodel" -nt "$f" ]; then
+        echo "bench: writing $f"
+        "$BUILD/mkmodel" --arch qwen3moe --preset medium --type $t -o "$f.tmp" && mv "$f.tmp" "$f"
+    fi
+done
+THREADS=${BENCH_THREADS:-2}
+echo
+echo "==== end to end: medium model, CPU backend ===="
+"$BUILD/bench/bench_kernels" -B -t "$THREADS" ${BENCH_QUICK:+-s 1024} > "$BUILD/bench/bandwidth.txt"
+cat "$BUILD/bench/bandwidth.txt"
+reps=3; [ "${BENCH_QUICK:-0}" = 1 ] && reps=1
+tl=1; [ "$THREADS" -gt 1 ] && tl="1,$THREADS"
+for t in q8_0 q4_k_m; do
+    "$BUILD/moed" bench -m "$MODELS/medium-$t.gguf" -p 128,512 -n 128 -t "$tl" -r $reps \
+        --json "$BUILD/bench/e2e-$t.json" 2>/dev/null
+done
+/usr/bin/python3 - "$BUILD" <<'PY'
+import json, sys
+b = sys.argv[1]
+bw = {}
+for line in open(b + "/bench/bandwidth.txt"):
+    p = line.split()
+    if p and p[0] == "bandwidth":
+        bw[int(p[1])] = float(p[2])
+print("\n%-8s %-7s %-7s %10s %12s %8s" % ("model", "threads", "test", "tokens/s", "bound t/s", "% bound"))
+for t in ("q8_0", "q4_k_m"):
+    j = json.load(open("%s/bench/e2e-%s.json" % (b, t)))
+    bpt = j["bytes_per_token"]
+    for r in j["results"]:
+        bound = bw.get(r["threads"], 0) * 1e9 / bpt if r["test"].startswith("tg") else 0
+        pct = "%7.1f%%" % (100 * r["tps"] / bound) if bound else ""
+        print("%-8s %-7d %-7s %10.2f %12s %8s" % (t, r["threads"], r["test"], r["tps"],
+              "%.2f" % bound if bound else "", pct))
+PY
 # ==== end of end to end ====

@@ -171,6 +171,18 @@ void fwd_free(struct fwd *f)
 
 const struct fwd_stats *fwd_get_stats(const struct fwd *f) { return &f->st; }
 
+void fwd_kv_copy(struct fwd *f, int32_t src, int32_t dst, int32_t n_rows)
+{
+    ASSERT(src >= 0 && src < f->p.kv_blocks && dst >= 0 && dst < f->p.kv_blocks);
+    ASSERT(n_rows >= 0 && n_rows <= f->p.kv_block_size);
+    for (uint32_t l = 0; l < f->m->hp.n_layer; l++) {
+        const struct be_kv_layer *kv = &f->kv[l];
+        size_t blk = (size_t)kv->block_size * kv->row_bytes, n = (size_t)n_rows * kv->row_bytes;
+        memcpy((uint8_t *)kv->k + (size_t)dst * blk, (uint8_t *)kv->k + (size_t)src * blk, n);
+        memcpy((uint8_t *)kv->v + (size_t)dst * blk, (uint8_t *)kv->v + (size_t)src * blk, n);
+    }
+}
+
 void fwd_set_route_cb(struct fwd *f, fwd_route_cb cb, void *ud)
 {
     f->route_cb = cb;

@@ -65,6 +65,10 @@ int fwd_decode(struct fwd *f, const struct fwd_batch *b, float *logits);
 
 const struct fwd_stats *fwd_get_stats(const struct fwd *f);
 
+/* Copies rows [0, n_rows) of KV block src to block dst in every layer (the
+ * copy-on-write of a partly reused prefix block). */
+void fwd_kv_copy(struct fwd *f, int32_t src, int32_t dst, int32_t n_rows);
+
 /* Optional observer of routing decisions, called per MoE layer per step with
  * the top-k expert ids and weights of every token (n_tok x k). */
 typedef void (*fwd_route_cb)(void *ud, uint32_t layer, int32_t n_tok, int32_t k,

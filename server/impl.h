@@ -10,6 +10,9 @@
 
 /* Each returns the process exit code (0 ok, 1 failure, 2 usage error). */
 int srv_cmd_bench(int argc, char **argv);
+int srv_cmd_run(int argc, char **argv);
+int srv_cmd_tokenize(int argc, char **argv);
+int srv_cmd_detokenize(int argc, char **argv);
 
 /* Formats a byte count as "1.23 GiB". */
 void srv_human_bytes(char *buf, size_t len, double bytes);

@@ -3,6 +3,9 @@
  * main.c - the `moed` command line: dispatches to the subcommands.
  *
  *   moed inspect MODEL        architecture, sizes, tensor types, memory plan
+ *   moed run -m MODEL -p TEXT one prompt through the engine, text to stdout
+ *   moed tokenize/detokenize  the model's tokenizer
+ *   moed bench -m MODEL       prefill and decode speed
  *   moed logits -m MODEL ...  logits of a token sequence (developer tool used
  *                             by the reference tests)
  */
@@ -292,6 +295,9 @@ static void usage(FILE *f)
     fprintf(f, "usage: moed COMMAND [options]\n"
                "commands:\n"
                "  inspect MODEL      architecture, sizes, tensor types and memory plan\n"
+               "  run -m MODEL -p PROMPT   generate text from a prompt (stdout), speeds on stderr\n"
+               "  tokenize -m MODEL  token ids of a text (stdin or -p)\n"
+               "  detokenize -m MODEL  text of token ids (stdin)\n"
                "  bench -m MODEL     prefill and decode speed (pp/tg tokens per second)\n"
                "  logits -m MODEL    logits of a token sequence (developer tool)\n");
 }
@@ -305,6 +311,12 @@ int main(int argc, char **argv)
     const char *cmd = argv[1];
     if (strcmp(cmd, "inspect") == 0)
         return cmd_inspect(argc - 1, argv + 1);
+    if (strcmp(cmd, "run") == 0)
+        return srv_cmd_run(argc - 1, argv + 1);
+    if (strcmp(cmd, "tokenize") == 0)
+        return srv_cmd_tokenize(argc - 1, argv + 1);
+    if (strcmp(cmd, "detokenize") == 0)
+        return srv_cmd_detokenize(argc - 1, argv + 1);
     if (strcmp(cmd, "bench") == 0)
         return srv_cmd_bench(argc - 1, argv + 1);
     if (strcmp(cmd, "logits") == 0)

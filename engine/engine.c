@@ -1,0 +1,810 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * engine.c - the engine thread: request lifecycle, continuous batching,
+ * sampling, detokenization, stop strings and the reasoning split.
+ *
+ * Every step the engine
+ *   1. takes new requests from the inbox (the only state shared with other
+ *      threads besides the per-request output channels and metrics, all
+ *      under mutexes), and drops canceled requests, freeing their blocks;
+ *   2. admits waiting requests while fewer than `parallel` run, attaching the
+ *      longest cached prefix of their tokens (engine/kv.h);
+ *   3. asks the scheduler (engine/sched.c) for the step's batch: one token of
+ *      every decoding sequence first, then prompt chunks within the token
+ *      budget, so a long prompt never freezes the streams of others; when
+ *      the KV pool runs out it preempts the most recently admitted sequence
+ *      (its blocks are dropped and it is recomputed later; its full blocks
+ *      usually come back from the prefix cache);
+ *   4. runs the forward pass once for the whole batch and samples the rows
+ *      that finished their known tokens.
+ *
+ * Invariants: a request's tokens[0..n_tok) are the prompt followed by the
+ * generated tokens; KV holds positions [0, n_done); n_done < n_tok while the
+ * request has work. The forward pass is batch invariant (a token's logits do
+ * not depend on the rest of the batch) and each request owns its random
+ * stream, so a request's output does not depend on what else runs.
+ */
+#include "engine/engine.h"
+
+#include "common/err.h"
+#include "common/log.h"
+#include "engine/forward.h"
+#include "engine/impl.h"
+#include "engine/kv.h"
+#include "engine/model.h"
+#include "engine/vocab.h"
+#include "kernels/backend.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* ---- small helpers ---- */
+
+double eng__now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+struct eng_params eng_params_default(void)
+{
+    struct eng_params p = {
+        .kv_type = BE_TYPE_F16,
+        .parallel = 4,
+        .batch_tokens = 512,
+        .prefix_cache = true,
+        .max_queued = 64,
+    };
+    return p;
+}
+
+struct eng_req_params eng_req_params_default(void)
+{
+    struct eng_req_params p = {.sample = sample_params_default()};
+    return p;
+}
+
+static int buf_append(char **b, size_t *len, size_t *cap, const char *s, size_t n)
+{
+    if (*len + n + 1 > *cap) {
+        size_t c = *cap ? *cap * 2 : 256;
+        while (c < *len + n + 1)
+            c *= 2;
+        char *nb = realloc(*b, c);
+        if (!nb)
+            return -ENOMEM;
+        *b = nb;
+        *cap = c;
+    }
+    memcpy(*b + *len, s, n);
+    *len += n;
+    (*b)[*len] = 0;
+    return 0;
+}
+
+/* ---- output channel ---- */
+
+static void chan_push(struct eng_req *r, struct eng_event *ev)
+{
+    pthread_mutex_lock(&r->mu);
+    if (r->head_ev + r->n_ev == r->cap_ev && r->head_ev > 0) {
+        memmove(r->ev, r->ev + r->head_ev, (size_t)r->n_ev * sizeof *r->ev);
+        r->head_ev = 0;
+    }
+    if (r->n_ev == r->cap_ev) {
+        int32_t c = r->cap_ev ? r->cap_ev * 2 : 16;
+        struct eng_event *ne = realloc(r->ev, (size_t)c * sizeof *ne);
+        if (!ne) { /* out of memory: this event's text is lost, the request goes on */
+            pthread_mutex_unlock(&r->mu);
+            eng_event_clear(ev);
+            return;
+        }
+        r->ev = ne;
+        r->cap_ev = c;
+    }
+    r->ev[r->head_ev + r->n_ev] = *ev;
+    r->n_ev++;
+    pthread_mutex_unlock(&r->mu);
+    r->notify_pending = true;
+}
+
+int eng_poll(struct eng_req *r, struct eng_event *ev)
+{
+    pthread_mutex_lock(&r->mu);
+    if (r->n_ev == 0) {
+        pthread_mutex_unlock(&r->mu);
+        return 1;
+    }
+    *ev = r->ev[r->head_ev];
+    r->head_ev++;
+    r->n_ev--;
+    if (r->n_ev == 0)
+        r->head_ev = 0;
+    pthread_mutex_unlock(&r->mu);
+    return 0;
+}
+
+void eng_event_clear(struct eng_event *ev)
+{
+    free(ev->text);
+    free(ev->reasoning);
+    ev->text = ev->reasoning = NULL;
+    ev->text_len = ev->reasoning_len = 0;
+}
+
+/* ---- request lifetime ---- */
+
+static void req_destroy(struct eng_req *r)
+{
+    struct eng_event ev;
+    while (eng_poll(r, &ev) == 0)
+        eng_event_clear(&ev);
+    free(r->ev);
+    pthread_mutex_destroy(&r->mu);
+    for (int32_t i = 0; i < r->rp.n_stop; i++)
+        free((char *)r->rp.stop[i]);
+    free((void *)r->rp.stop);
+    free((void *)r->rp.stop_ids);
+    free((void *)r->rp.sample.bias);
+    free((char *)r->rp.think_start);
+    free((char *)r->rp.think_end);
+    free(r->tokens);
+    free(r->hold);
+    free(r->think_hold);
+    free(r->detok_buf);
+    sampler_free(r->smp);
+    free(r);
+}
+
+static void req_unref(struct eng_req *r)
+{
+    if (atomic_fetch_sub(&r->refs, 1) == 1)
+        req_destroy(r);
+}
+
+void eng_cancel(struct eng_req *r) { atomic_store(&r->cancel, true); }
+
+void eng_release(struct eng_req *r)
+{
+    if (!r)
+        return;
+    atomic_store(&r->cancel, true);
+    struct engine *e = r->e;
+    pthread_mutex_lock(&e->mu);
+    pthread_cond_signal(&e->cv); /* let the engine notice the cancellation */
+    pthread_mutex_unlock(&e->mu);
+    req_unref(r);
+}
+
+static char *dupn(const char *s)
+{
+    return s ? strdup(s) : NULL;
+}
+
+int eng_submit(struct engine *e, const int32_t *prompt, int32_t n_prompt,
+               const struct eng_req_params *rp, eng_notify_fn notify, void *ud,
+               struct eng_req **out)
+{
+    *out = NULL;
+    const uint32_t V = e->m->hp.n_vocab;
+    if (n_prompt <= 0 || !prompt || rp->n_stop < 0 || rp->n_stop_ids < 0)
+        return -EINVAL;
+    for (int32_t i = 0; i < n_prompt; i++)
+        if (prompt[i] < 0 || (uint32_t)prompt[i] >= V)
+            return -EINVAL;
+    int32_t max_tokens = rp->max_tokens;
+    if (n_prompt >= e->ctx)
+        return ERR_CTX_FULL;
+    if (max_tokens <= 0)
+        max_tokens = e->ctx - n_prompt;
+    if ((int64_t)n_prompt + max_tokens > e->ctx)
+        return ERR_CTX_FULL;
+
+    struct eng_req *r = calloc(1, sizeof *r);
+    if (!r)
+        return -ENOMEM;
+    r->e = e;
+    atomic_init(&r->refs, 2); /* the caller's and the engine's */
+    atomic_init(&r->cancel, false);
+    pthread_mutex_init(&r->mu, NULL);
+    r->rp = *rp;
+    r->rp.max_tokens = max_tokens;
+    r->rp.stop = NULL;
+    r->rp.stop_ids = NULL;
+    r->rp.sample.bias = NULL;
+    r->rp.think_start = dupn(rp->think_start);
+    r->rp.think_end = dupn(rp->think_end);
+    r->notify = notify;
+    r->ud = ud;
+    int fail = 0;
+    if (rp->n_stop) {
+        char **st = calloc((size_t)rp->n_stop, sizeof *st);
+        fail |= !st;
+        for (int32_t i = 0; st && i < rp->n_stop; i++) {
+            st[i] = strdup(rp->stop[i] ? rp->stop[i] : "");
+            fail |= !st[i];
+            size_t l = st[i] ? strlen(st[i]) : 0;
+            if (l > r->max_stop_len)
+                r->max_stop_len = l;
+        }
+        r->rp.stop = (const char *const *)st;
+    }
+    if (rp->n_stop_ids) {
+        int32_t *ids = malloc((size_t)rp->n_stop_ids * sizeof *ids);
+        fail |= !ids;
+        if (ids)
+            memcpy(ids, rp->stop_ids, (size_t)rp->n_stop_ids * sizeof *ids);
+        r->rp.stop_ids = ids;
+    }
+    if (rp->sample.n_bias) {
+        struct sample_bias *b = malloc((size_t)rp->sample.n_bias * sizeof *b);
+        fail |= !b;
+        if (b)
+            memcpy(b, rp->sample.bias, (size_t)rp->sample.n_bias * sizeof *b);
+        r->rp.sample.bias = b;
+    }
+    r->tokens = malloc((size_t)e->ctx * sizeof *r->tokens);
+    r->detok_cap = vocab_detok_bound(e->v) + 8;
+    r->detok_buf = malloc(r->detok_cap);
+    fail |= !r->tokens || !r->detok_buf;
+    int rc = fail ? -ENOMEM : 0;
+    if (rc == 0)
+        rc = sampler_init(&r->smp, &r->rp.sample, V, prompt, n_prompt);
+    if (rc < 0) {
+        r->rp.n_stop = r->rp.stop ? rp->n_stop : 0;
+        req_destroy(r);
+        return rc;
+    }
+    memcpy(r->tokens, prompt, (size_t)n_prompt * sizeof *prompt);
+    r->n_tok = r->n_prompt = n_prompt;
+    struct vocab_detok_opts dopt = {.show_special = rp->show_special, .strip_lead_space = false};
+    vocab_detok_init(&r->detok, e->v, &dopt);
+    r->in_think = rp->think_open && rp->think_start && rp->think_end;
+    r->t_submit = eng__now();
+    r->cached_tokens = -1;
+
+    pthread_mutex_lock(&e->mu);
+    if (e->stopping || e->n_inbox + e->n_waiting >= e->p.max_queued) {
+        bool stopping = e->stopping;
+        pthread_mutex_unlock(&e->mu);
+        req_destroy(r);
+        return stopping ? ERR_CANCELED : ERR_BUSY;
+    }
+    r->next = NULL;
+    if (e->inbox_tail)
+        e->inbox_tail->next = r;
+    else
+        e->inbox_head = r;
+    e->inbox_tail = r;
+    e->n_inbox++;
+    pthread_cond_signal(&e->cv);
+    pthread_mutex_unlock(&e->mu);
+    *out = r;
+    return 0;
+}
+
+/* ---- text pipeline: stop strings, then the reasoning split ---- */
+
+/* Longest suffix of s[0..n) that is a proper prefix of pat. */
+static size_t partial_suffix(const char *s, size_t n, const char *pat)
+{
+    size_t pl = strlen(pat);
+    size_t k = pl > 0 ? pl - 1 : 0;
+    if (k > n)
+        k = n;
+    for (; k > 0; k--)
+        if (memcmp(s + n - k, pat, k) == 0)
+            return k;
+    return 0;
+}
+
+/* Sends text to the content or reasoning channel of the event being built,
+ * splitting at the think tags. final: no more text will come. */
+static void think_route(struct eng_req *r, const char *s, size_t n, bool final, struct eng_event *ev)
+{
+    const char *ts = r->rp.think_start, *te = r->rp.think_end;
+    if (!ts || !te) {
+        buf_append(&ev->text, &ev->text_len, &r->ev_text_cap, s, n);
+        return;
+    }
+    buf_append(&r->think_hold, &r->think_len, &r->think_cap, s, n);
+    for (;;) {
+        const char *tag = r->in_think ? te : ts;
+        size_t tl = strlen(tag);
+        char *hit = r->think_len ? memmem(r->think_hold, r->think_len, tag, tl) : NULL;
+        size_t emit = hit ? (size_t)(hit - r->think_hold)
+                          : r->think_len - (final ? 0 : partial_suffix(r->think_hold, r->think_len, tag));
+        if (emit) {
+            if (r->in_think)
+                buf_append(&ev->reasoning, &ev->reasoning_len, &r->ev_reason_cap, r->think_hold, emit);
+            else
+                buf_append(&ev->text, &ev->text_len, &r->ev_text_cap, r->think_hold, emit);
+        }
+        size_t drop = emit + (hit ? tl : 0);
+        memmove(r->think_hold, r->think_hold + drop, r->think_len - drop);
+        r->think_len -= drop;
+        if (!hit)
+            break;
+        r->in_think = !r->in_think;
+    }
+}
+
+/* Adds detokenized text; returns true when a stop string matched (the text
+ * from the match on is dropped). */
+static bool text_push(struct eng_req *r, const char *s, size_t n, bool final, struct eng_event *ev)
+{
+    if (r->rp.n_stop == 0) {
+        think_route(r, s, n, final, ev);
+        return false;
+    }
+    buf_append(&r->hold, &r->hold_len, &r->hold_cap, s, n);
+    size_t best = SIZE_MAX;
+    for (int32_t i = 0; i < r->rp.n_stop; i++) {
+        const char *st = r->rp.stop[i];
+        if (!st[0])
+            continue;
+        char *hit = memmem(r->hold, r->hold_len, st, strlen(st));
+        if (hit && (size_t)(hit - r->hold) < best)
+            best = (size_t)(hit - r->hold);
+    }
+    if (best != SIZE_MAX) {
+        think_route(r, r->hold, best, true, ev);
+        r->hold_len = 0;
+        return true;
+    }
+    size_t keep = 0;
+    if (!final)
+        for (int32_t i = 0; i < r->rp.n_stop; i++) {
+            size_t k = partial_suffix(r->hold, r->hold_len, r->rp.stop[i]);
+            if (k > keep)
+                keep = k;
+        }
+    size_t emit = r->hold_len - keep;
+    think_route(r, r->hold, emit, final, ev);
+    memmove(r->hold, r->hold + emit, keep);
+    r->hold_len = keep;
+    return false;
+}
+
+/* ---- finishing ---- */
+
+static void finish(struct engine *e, struct eng_req *r, enum eng_finish why, struct eng_event *pending)
+{
+    /* Flush what the detokenizer and the stop matcher held back, unless a
+     * stop string ended the text. */
+    struct eng_event ev = {.type = ENG_EV_DELTA, .token = -1};
+    struct eng_event *d = pending ? pending : &ev;
+    if (why != ENG_FINISH_CANCELED && !r->stopped_by_string) {
+        int n = vocab_detok_flush(&r->detok, r->detok_buf, r->detok_cap);
+        text_push(r, r->detok_buf, n > 0 ? (size_t)n : 0, true, d);
+    } else if (!r->stopped_by_string) {
+        r->think_len = 0;
+    } else {
+        think_route(r, "", 0, true, d);
+    }
+    if (pending || d->text_len || d->reasoning_len)
+        chan_push(r, d);
+    struct eng_event done = {.type = ENG_EV_DONE, .token = -1, .finish = why};
+    done.usage.prompt_tokens = r->n_prompt;
+    done.usage.completion_tokens = r->n_gen;
+    done.usage.cached_tokens = r->cached_tokens > 0 ? r->cached_tokens : 0;
+    double now = eng__now();
+    done.usage.t_queue = (r->t_start > 0 ? r->t_start : now) - r->t_submit;
+    done.usage.t_first_token = r->t_first > 0 ? r->t_first - r->t_submit : 0;
+    done.usage.t_total = now - r->t_submit;
+    chan_push(r, &done);
+    if (r->kv.blocks)
+        kv_seq_free(e->kv, &r->kv);
+    r->state = RS_DONE;
+    e->requests_done++;
+}
+
+static void fail_req(struct engine *e, struct eng_req *r, int code, const char *msg)
+{
+    struct eng_event ev = {.type = ENG_EV_ERROR, .token = -1, .err = code};
+    snprintf(ev.errmsg, sizeof ev.errmsg, "%s", msg);
+    chan_push(r, &ev);
+    if (r->kv.blocks)
+        kv_seq_free(e->kv, &r->kv);
+    r->state = RS_DONE;
+    e->requests_done++;
+}
+
+/* ---- after sampling ---- */
+
+static bool is_stop_id(const struct eng_req *r, int32_t t)
+{
+    for (int32_t i = 0; i < r->rp.n_stop_ids; i++)
+        if (r->rp.stop_ids[i] == t)
+            return true;
+    return false;
+}
+
+/* Handles one sampled token; returns true when the request finished. */
+static bool accept_token(struct engine *e, struct eng_req *r, int32_t tok, const struct sample_logprobs *lp)
+{
+    if (r->t_first == 0)
+        r->t_first = eng__now();
+    sampler_accept(r->smp, tok);
+    r->tokens[r->n_tok++] = tok;
+    r->n_gen++;
+    e->generated_tokens++;
+    struct eng_event ev = {.type = ENG_EV_DELTA, .token = tok};
+    if (lp) {
+        ev.has_logprobs = true;
+        ev.lp = *lp;
+    }
+    r->ev_text_cap = r->ev_reason_cap = 0;
+    bool eog = (!r->rp.ignore_eos && vocab_is_eog(e->v, tok)) || is_stop_id(r, tok);
+    if (eog) {
+        finish(e, r, ENG_FINISH_STOP, &ev);
+        return true;
+    }
+    int n = vocab_detok_push(&r->detok, tok, r->detok_buf, r->detok_cap);
+    if (n > 0 && text_push(r, r->detok_buf, (size_t)n, false, &ev)) {
+        r->stopped_by_string = true;
+        finish(e, r, ENG_FINISH_STOP, &ev);
+        return true;
+    }
+    if (r->n_gen >= r->rp.max_tokens || r->n_tok >= e->ctx) {
+        finish(e, r, ENG_FINISH_LENGTH, &ev);
+        return true;
+    }
+    chan_push(r, &ev);
+    return false;
+}
+
+/* ---- scheduling state ---- */
+
+static void waiting_push(struct engine *e, struct eng_req *r, bool front)
+{
+    if (front) {
+        memmove(e->waiting + 1, e->waiting, (size_t)e->n_waiting * sizeof *e->waiting);
+        e->waiting[0] = r;
+    } else {
+        e->waiting[e->n_waiting] = r;
+    }
+    e->n_waiting++;
+    r->state = RS_WAITING;
+}
+
+static void running_remove(struct engine *e, int32_t i)
+{
+    memmove(e->running + i, e->running + i + 1, (size_t)(e->n_running - i - 1) * sizeof *e->running);
+    e->n_running--;
+}
+
+/* Drops a running request's KV and sends it back to the front of the queue. */
+void eng__preempt(struct engine *e, int32_t i)
+{
+    struct eng_req *r = e->running[i];
+    kv_seq_free(e->kv, &r->kv);
+    r->n_done = 0;
+    running_remove(e, i);
+    waiting_push(e, r, true);
+    e->preemptions++;
+    log_debug("engine", "preempted a request with %d tokens", r->n_tok);
+}
+
+static int admit(struct engine *e, struct eng_req *r)
+{
+    int rc = kv_seq_init(&r->kv, e->kv, e->ctx);
+    if (rc < 0)
+        return rc;
+    struct kv_copy cp;
+    int reused = kv_seq_attach_prefix(e->kv, &r->kv, r->tokens, r->n_tok, &cp);
+    if (reused < 0) {
+        kv_seq_free(e->kv, &r->kv);
+        return reused;
+    }
+    if (cp.n_rows > 0)
+        fwd_kv_copy(e->f, cp.src, cp.dst, cp.n_rows);
+    r->n_done = reused;
+    if (r->cached_tokens < 0)
+        r->cached_tokens = reused;
+    if (r->t_start == 0)
+        r->t_start = eng__now();
+    r->admit_order = ++e->admit_counter;
+    r->state = RS_RUNNING;
+    return 0;
+}
+
+/* ---- the step ---- */
+
+static void collect_inbox(struct engine *e)
+{
+    pthread_mutex_lock(&e->mu);
+    for (struct eng_req *r = e->inbox_head, *n; r; r = n) {
+        n = r->next;
+        r->next = NULL;
+        waiting_push(e, r, false);
+    }
+    e->inbox_head = e->inbox_tail = NULL;
+    e->n_inbox = 0;
+    pthread_mutex_unlock(&e->mu);
+}
+
+static void drop_canceled(struct engine *e)
+{
+    for (int32_t i = 0; i < e->n_running;) {
+        struct eng_req *r = e->running[i];
+        if (atomic_load(&r->cancel)) {
+            finish(e, r, ENG_FINISH_CANCELED, NULL);
+            running_remove(e, i);
+            eng__notify(r);
+            req_unref(r);
+        } else {
+            i++;
+        }
+    }
+    for (int32_t i = 0; i < e->n_waiting;) {
+        struct eng_req *r = e->waiting[i];
+        if (atomic_load(&r->cancel)) {
+            finish(e, r, ENG_FINISH_CANCELED, NULL);
+            memmove(e->waiting + i, e->waiting + i + 1, (size_t)(e->n_waiting - i - 1) * sizeof *e->waiting);
+            e->n_waiting--;
+            eng__notify(r);
+            req_unref(r);
+        } else {
+            i++;
+        }
+    }
+}
+
+void eng__notify(struct eng_req *r)
+{
+    if (r->notify_pending && r->notify)
+        r->notify(r->ud);
+    r->notify_pending = false;
+}
+
+static void update_metrics(struct engine *e)
+{
+    struct kv_stats ks;
+    kv_get_stats(e->kv, &ks);
+    pthread_mutex_lock(&e->mu);
+    e->met.running = e->n_running;
+    e->met.waiting = e->n_waiting + e->n_inbox;
+    e->met.kv_blocks = ks.n_blocks;
+    e->met.kv_used = ks.used;
+    e->met.kv_cached = ks.cached;
+    e->met.kv_free = ks.free;
+    e->met.prefix_hit_tokens = ks.hit_tokens;
+    e->met.steps = e->steps;
+    e->met.step_tokens = e->step_tokens;
+    e->met.prompt_tokens = e->prompt_tokens;
+    e->met.generated_tokens = e->generated_tokens;
+    e->met.preemptions = e->preemptions;
+    e->met.requests_done = e->requests_done;
+    e->met.last_batch_tokens = e->last_batch_tokens;
+    e->met.last_batch_seqs = e->last_batch_seqs;
+    pthread_mutex_unlock(&e->mu);
+}
+
+void eng_get_metrics(struct engine *e, struct eng_metrics *m)
+{
+    pthread_mutex_lock(&e->mu);
+    *m = e->met;
+    pthread_mutex_unlock(&e->mu);
+}
+
+/* Runs one step; returns false when there was nothing to do. */
+static bool step(struct engine *e)
+{
+    collect_inbox(e);
+    drop_canceled(e);
+    while (e->n_running < e->p.parallel && e->n_waiting > 0) {
+        struct eng_req *r = e->waiting[0];
+        if (admit(e, r) < 0)
+            break; /* no block for a copy: try again after others finish */
+        memmove(e->waiting, e->waiting + 1, (size_t)(e->n_waiting - 1) * sizeof *e->waiting);
+        e->n_waiting--;
+        e->running[e->n_running++] = r;
+    }
+    if (e->n_running == 0)
+        return false;
+
+    struct sched_batch *b = &e->batch;
+    sched__build(e, b);
+    if (b->n_tok == 0)
+        return true; /* everything is waiting for KV blocks */
+
+    const int32_t *const *tabs = (const int32_t *const *)b->tabs;
+    struct fwd_batch fb = {.n_tok = b->n_tok, .tok = b->tok, .pos = b->pos, .block_tab = tabs,
+                           .n_out = b->n_out, .out_idx = b->out_idx};
+    int rc = fwd_decode(e->f, &fb, e->logits);
+    e->steps++;
+    e->step_tokens += (uint64_t)b->n_tok;
+    e->last_batch_tokens = b->n_tok;
+    e->last_batch_seqs = b->n_seq;
+    if (rc < 0) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "forward pass failed: %s", err_str(rc));
+        log_err("engine", "%s; failing the %d requests of this step", msg, b->n_seq);
+        for (int32_t i = 0; i < b->n_seq; i++) {
+            struct eng_req *r = b->seq[i];
+            for (int32_t j = 0; j < e->n_running; j++)
+                if (e->running[j] == r) {
+                    running_remove(e, j);
+                    break;
+                }
+            fail_req(e, r, rc, msg);
+            eng__notify(r);
+            req_unref(r);
+        }
+        return true;
+    }
+    /* Commit the KV rows written, then sample. */
+    for (int32_t i = 0; i < b->n_seq; i++) {
+        struct eng_req *r = b->seq[i];
+        kv_seq_commit(e->kv, &r->kv, r->tokens + r->n_done, b->seq_take[i]);
+        if (r->n_done < r->n_prompt)
+            e->prompt_tokens += (uint64_t)(b->seq_take[i] < r->n_prompt - r->n_done ? b->seq_take[i]
+                                                                                      : r->n_prompt - r->n_done);
+        r->n_done += b->seq_take[i];
+    }
+    const uint32_t V = e->m->hp.n_vocab;
+    for (int32_t i = 0; i < b->n_out; i++) {
+        struct eng_req *r = b->out_req[i];
+        struct sample_logprobs lp;
+        bool want_lp = r->rp.logprobs || r->rp.sample.top_logprobs > 0;
+        int32_t tok = sampler_sample(r->smp, e->logits + (size_t)i * V, want_lp ? &lp : NULL);
+        if (accept_token(e, r, tok, want_lp ? &lp : NULL)) {
+            for (int32_t j = 0; j < e->n_running; j++)
+                if (e->running[j] == r) {
+                    running_remove(e, j);
+                    break;
+                }
+            eng__notify(r);
+            req_unref(r);
+        }
+    }
+    for (int32_t i = 0; i < b->n_seq; i++)
+        if (b->seq[i]->state == RS_RUNNING)
+            eng__notify(b->seq[i]);
+    return true;
+}
+
+static void *engine_main(void *arg)
+{
+    struct engine *e = arg;
+    for (;;) {
+        bool worked = step(e);
+        update_metrics(e);
+        pthread_mutex_lock(&e->mu);
+        if (e->stopping) {
+            pthread_mutex_unlock(&e->mu);
+            break;
+        }
+        if (!worked && e->n_inbox == 0)
+            pthread_cond_wait(&e->cv, &e->mu);
+        pthread_mutex_unlock(&e->mu);
+    }
+    /* Stopping: every request still here ends canceled. */
+    collect_inbox(e);
+    for (int32_t i = 0; i < e->n_running; i++) {
+        finish(e, e->running[i], ENG_FINISH_CANCELED, NULL);
+        eng__notify(e->running[i]);
+        req_unref(e->running[i]);
+    }
+    for (int32_t i = 0; i < e->n_waiting; i++) {
+        finish(e, e->waiting[i], ENG_FINISH_CANCELED, NULL);
+        eng__notify(e->waiting[i]);
+        req_unref(e->waiting[i]);
+    }
+    e->n_running = e->n_waiting = 0;
+    update_metrics(e);
+    return NULL;
+}
+
+/* ---- init ---- */
+
+int eng_init(struct engine **out, const struct eng_params *p, char *err, size_t errlen)
+{
+    *out = NULL;
+    struct engine *e = calloc(1, sizeof *e);
+    if (!e)
+        return -ENOMEM;
+    e->p = *p;
+    int rc = model_load(&e->m, p->model_path, NULL, err, errlen);
+    if (rc < 0) {
+        free(e);
+        return rc;
+    }
+    rc = vocab_init_gguf(&e->v, e->m->gguf, err, errlen);
+    if (rc < 0)
+        goto fail;
+    if (vocab_n_tokens(e->v) > e->m->hp.n_vocab) {
+        snprintf(err, errlen, "%s: the vocabulary has %u tokens but the embedding table %u rows",
+                 p->model_path, vocab_n_tokens(e->v), e->m->hp.n_vocab);
+        rc = ERR_MODEL_FORMAT;
+        goto fail;
+    }
+    e->ctx = p->ctx_size > 0 ? p->ctx_size : (int32_t)e->m->hp.n_ctx_train;
+    if (e->p.parallel < 1 || e->p.batch_tokens < e->p.parallel || e->ctx < 2) {
+        snprintf(err, errlen, "invalid engine settings: parallel %d, batch %d, context %d",
+                 e->p.parallel, e->p.batch_tokens, e->ctx);
+        rc = ERR_CONFIG;
+        goto fail;
+    }
+    const int32_t bs = 16;
+    int64_t kv_tokens = p->kv_tokens > 0 ? p->kv_tokens : (int64_t)e->p.parallel * e->ctx;
+    if (kv_tokens < e->ctx)
+        kv_tokens = e->ctx; /* one sequence of full context must always fit */
+    int32_t n_blocks = (int32_t)((kv_tokens + bs - 1) / bs) + 1;
+    struct kv_params kp = {.n_blocks = n_blocks, .block_size = bs, .prefix_cache = p->prefix_cache};
+    struct be_cpu_params cp = {.n_threads = p->n_threads};
+    struct fwd_params fp = {.n_tok_max = e->p.batch_tokens, .n_ctx = e->ctx, .kv_blocks = n_blocks,
+                            .kv_block_size = bs, .kv_type = p->kv_type};
+    if ((rc = kv_init(&e->kv, &kp)) < 0 || (rc = be_cpu_init(&e->be, &cp)) < 0 ||
+        (rc = fwd_init(&e->f, e->m, e->be, &fp)) < 0) {
+        snprintf(err, errlen, "cannot set up the engine: %s", err_str(rc));
+        goto fail;
+    }
+    e->logits = malloc((size_t)e->p.parallel * e->m->hp.n_vocab * sizeof(float));
+    e->running = calloc((size_t)e->p.parallel, sizeof *e->running);
+    e->waiting = calloc((size_t)e->p.max_queued + (size_t)e->p.parallel + 1, sizeof *e->waiting);
+    if (!e->logits || !e->running || !e->waiting || sched__init(&e->batch, e) < 0) {
+        rc = -ENOMEM;
+        snprintf(err, errlen, "cannot set up the engine: out of memory");
+        goto fail;
+    }
+    pthread_mutex_init(&e->mu, NULL);
+    pthread_cond_init(&e->cv, NULL);
+    if ((rc = -pthread_create(&e->th, NULL, engine_main, e)) < 0) {
+        snprintf(err, errlen, "cannot start the engine thread: %s", err_str(rc));
+        pthread_mutex_destroy(&e->mu);
+        pthread_cond_destroy(&e->cv);
+        goto fail;
+    }
+    log_info("engine", "%s: %s, context %d, KV pool %d tokens (%s), %d parallel, batch %d, prefix cache %s",
+             e->m->name, e->m->arch->name, e->ctx, n_blocks * bs, be_type_name(p->kv_type),
+             e->p.parallel, e->p.batch_tokens, p->prefix_cache ? "on" : "off");
+    *out = e;
+    return 0;
+fail:
+    sched__free(&e->batch);
+    free(e->logits);
+    free(e->running);
+    free(e->waiting);
+    fwd_free(e->f);
+    be_free(e->be);
+    kv_free(e->kv);
+    vocab_free(e->v);
+    model_free(e->m);
+    free(e);
+    return rc;
+}
+
+void eng_free(struct engine *e)
+{
+    if (!e)
+        return;
+    pthread_mutex_lock(&e->mu);
+    e->stopping = true;
+    pthread_cond_signal(&e->cv);
+    pthread_mutex_unlock(&e->mu);
+    pthread_join(e->th, NULL);
+    pthread_mutex_destroy(&e->mu);
+    pthread_cond_destroy(&e->cv);
+    sched__free(&e->batch);
+    free(e->logits);
+    free(e->running);
+    free(e->waiting);
+    fwd_free(e->f);
+    be_free(e->be);
+    kv_free(e->kv);
+    vocab_free(e->v);
+    model_free(e->m);
+    free(e);
+}
+
+const struct model *eng_model(const struct engine *e) { return e->m; }
+const struct vocab *eng_vocab(const struct engine *e) { return e->v; }
+int32_t eng_ctx_size(const struct engine *e) { return e->ctx; }

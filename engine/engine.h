@@ -1,0 +1,133 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * engine.h - the engine: one model, one engine thread, many requests.
+ *
+ * Callers (the server, `moed run`) submit requests as token ids with their
+ * sampling parameters; the engine thread batches every runnable request each
+ * step (continuous batching with chunked prefill over a paged KV cache with
+ * prefix reuse), samples, detokenizes, applies stop strings and splits
+ * reasoning text, and pushes events into each request's output channel. The
+ * caller is woken through its notify callback and pops events with
+ * eng_poll(). The engine never touches a socket.
+ *
+ * Threading: eng_submit, eng_poll, eng_cancel, eng_release and
+ * eng_get_metrics may be called from any thread. notify is called from the
+ * engine thread (it must be cheap and thread-safe, e.g. uv_async_send).
+ */
+#ifndef MOED_ENGINE_ENGINE_H
+#define MOED_ENGINE_ENGINE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "engine/sample.h"
+#include "kernels/quant.h"
+
+struct model;
+struct vocab;
+
+struct eng_params {
+    const char *model_path;
+    int n_threads;          /* 0 = the CPUs this process may use */
+    int32_t ctx_size;       /* most positions per sequence; 0 = the model's training context */
+    int32_t kv_tokens;      /* KV pool size in tokens; 0 = parallel * ctx_size */
+    enum be_type kv_type;   /* F32, F16 (default) or Q8_0 */
+    int32_t parallel;       /* most running sequences */
+    int32_t batch_tokens;   /* token budget of one step (chunked prefill) */
+    bool prefix_cache;      /* reuse KV blocks of shared prefixes */
+    int32_t max_queued;     /* most requests waiting to start; more get ERR_BUSY */
+};
+struct eng_params eng_params_default(void);
+
+struct eng_req_params {
+    struct sample_params sample;
+    int32_t max_tokens;          /* <= 0: up to the context size */
+    bool ignore_eos;
+    int32_t n_stop;
+    const char *const *stop;     /* stop strings, copied; matched text is not emitted */
+    int32_t n_stop_ids;
+    const int32_t *stop_ids;     /* extra stop token ids, copied */
+    bool logprobs;               /* report the chosen token's logprob (and sample.top_logprobs) */
+    bool show_special;           /* emit control tokens' text */
+    /* Reasoning: text between think_start and think_end goes to the
+     * reasoning channel. think_open: the prompt already opened it. */
+    const char *think_start, *think_end;
+    bool think_open;
+};
+struct eng_req_params eng_req_params_default(void);
+
+enum eng_event_type { ENG_EV_DELTA, ENG_EV_DONE, ENG_EV_ERROR };
+enum eng_finish { ENG_FINISH_NONE, ENG_FINISH_STOP, ENG_FINISH_LENGTH, ENG_FINISH_CANCELED };
+
+struct eng_usage {
+    int32_t prompt_tokens, completion_tokens, cached_tokens;
+    double t_queue;        /* seconds from submit to the first step */
+    double t_first_token;  /* seconds from submit to the first generated token */
+    double t_total;        /* seconds from submit to the end */
+};
+
+struct eng_event {
+    enum eng_event_type type;
+    int32_t token;              /* DELTA: the generated token */
+    char *text;                 /* DELTA: new content text (may be empty); owned by the event */
+    size_t text_len;
+    char *reasoning;            /* DELTA: new reasoning text (may be empty) */
+    size_t reasoning_len;
+    bool has_logprobs;
+    struct sample_logprobs lp;
+    enum eng_finish finish;     /* DONE */
+    struct eng_usage usage;     /* DONE */
+    int err;                    /* ERROR: the code; message in errmsg */
+    char errmsg[256];
+};
+
+struct eng_metrics {
+    int32_t running, waiting;
+    int32_t kv_blocks, kv_used, kv_cached, kv_free;
+    uint64_t prefix_hit_tokens;
+    uint64_t steps, step_tokens;     /* tokens computed over all steps */
+    uint64_t prompt_tokens, generated_tokens;
+    uint64_t preemptions;
+    uint64_t requests_done;
+    int32_t last_batch_tokens, last_batch_seqs;
+};
+
+struct engine;
+struct eng_req;
+typedef void (*eng_notify_fn)(void *ud);
+
+/* Loads the model and starts the engine thread. On failure returns < 0,
+ * *out NULL, and one line in err. */
+int eng_init(struct engine **out, const struct eng_params *p, char *err, size_t errlen);
+/* Stops the engine thread (pending requests end with ENG_FINISH_CANCELED)
+ * and frees everything; NULL does nothing. Requests not yet released must
+ * still be released by their owners. */
+void eng_free(struct engine *e);
+
+const struct model *eng_model(const struct engine *e);
+const struct vocab *eng_vocab(const struct engine *e);
+int32_t eng_ctx_size(const struct engine *e);
+
+/*
+ * Queues a request. prompt is copied. Returns 0 and the request handle, or
+ * ERR_BUSY (queue full), ERR_CTX_FULL (prompt plus max_tokens longer than the
+ * context), -EINVAL. The handle must be released with eng_release().
+ */
+int eng_submit(struct engine *e, const int32_t *prompt, int32_t n_prompt,
+               const struct eng_req_params *rp, eng_notify_fn notify, void *ud,
+               struct eng_req **out);
+/* Pops the next event: 0 when one was written to ev (free it with
+ * eng_event_clear), 1 when none is waiting now. After DONE or ERROR no more
+ * events come. */
+int eng_poll(struct eng_req *r, struct eng_event *ev);
+void eng_event_clear(struct eng_event *ev);
+/* Asks the engine to stop the request; it frees its KV blocks at the next
+ * step and sends DONE with ENG_FINISH_CANCELED. */
+void eng_cancel(struct eng_req *r);
+/* The caller is done with the handle (cancels the request if still running). */
+void eng_release(struct eng_req *r);
+
+void eng_get_metrics(struct engine *e, struct eng_metrics *m);
+
+#endif

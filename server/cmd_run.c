@@ -1,0 +1,438 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * cmd_run.c - `moed run`: one prompt through the engine, the generated text
+ * streamed to stdout (exactly the detokenized tokens, nothing else), the
+ * speeds to stderr, and optionally the run's figures as JSON.
+ *
+ * Also `moed tokenize` and `moed detokenize`, which need only the
+ * vocabulary of the model file.
+ */
+#include "server/impl.h"
+
+#include "common/err.h"
+#include "common/log.h"
+#include "engine/engine.h"
+#include "engine/gguf.h"
+#include "engine/model.h"
+#include "engine/vocab.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* ---- reading input ---- */
+
+static char *read_all(FILE *f, size_t *len)
+{
+    size_t cap = 4096, n = 0;
+    char *b = malloc(cap);
+    while (b) {
+        size_t r = fread(b + n, 1, cap - n - 1, f);
+        n += r;
+        if (r == 0)
+            break;
+        if (n + 1 >= cap) {
+            char *nb = realloc(b, cap * 2);
+            if (!nb) {
+                free(b);
+                return NULL;
+            }
+            b = nb;
+            cap *= 2;
+        }
+    }
+    if (b) {
+        b[n] = 0;
+        *len = n;
+    }
+    return b;
+}
+
+/* Opens just the vocabulary of a model file. */
+static int open_vocab(const char *path, struct gguf_file **g, struct vocab **v)
+{
+    char err[1024];
+    int rc = gguf_open(g, path, err, sizeof err);
+    if (rc == 0 && (rc = vocab_init_gguf(v, *g, err, sizeof err)) < 0) {
+        gguf_close(*g);
+        *g = NULL;
+    }
+    if (rc < 0)
+        fprintf(stderr, "moed: %s\n", err);
+    return rc;
+}
+
+/* ---- tokenize / detokenize ---- */
+
+static void print_piece(const char *s, size_t n)
+{
+    putchar('\'');
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '\n') fputs("\\n", stdout);
+        else if (c == '\t') fputs("\\t", stdout);
+        else if (c == '\r') fputs("\\r", stdout);
+        else if (c == '\'' || c == '\\') printf("\\%c", c);
+        else if (c < 0x20 || c == 0x7f) printf("\\x%02x", c);
+        else putchar(c);
+    }
+    putchar('\'');
+}
+
+int srv_cmd_tokenize(int argc, char **argv)
+{
+    const char *path = NULL, *prompt = NULL;
+    bool pieces = false, no_special = false, no_bos = false;
+    static const struct option lo[] = {{"model", 1, 0, 'm'}, {"prompt", 1, 0, 'p'},
+                                       {"pieces", 0, 0, 'P'}, {"no-special", 0, 0, 'S'},
+                                       {"no-bos", 0, 0, 'B'}, {0, 0, 0, 0}};
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "m:p:", lo, NULL)) != -1) {
+        switch (c) {
+        case 'm': path = optarg; break;
+        case 'p': prompt = optarg; break;
+        case 'P': pieces = true; break;
+        case 'S': no_special = true; break;
+        case 'B': no_bos = true; break;
+        default: return 2;
+        }
+    }
+    if (!path) {
+        fprintf(stderr, "usage: moed tokenize -m MODEL [-p TEXT] [--pieces] [--no-special] [--no-bos]\n"
+                        "reads the text from stdin when -p is not given\n");
+        return 2;
+    }
+    struct gguf_file *g = NULL;
+    struct vocab *v = NULL;
+    if (open_vocab(path, &g, &v) < 0)
+        return 1;
+    size_t len = 0;
+    char *text = prompt ? strdup(prompt) : read_all(stdin, &len);
+    if (prompt && text)
+        len = strlen(text);
+    int rc = 1;
+    if (text) {
+        struct vocab_encode_opts o = vocab_encode_opts_default();
+        o.parse_special = !no_special;
+        o.add_special = !no_bos;
+        struct vocab_tokens t = {0};
+        int e = vocab_encode(v, text, len, &o, &t);
+        if (e < 0) {
+            fprintf(stderr, "moed: tokenize: %s\n", err_str(e));
+        } else {
+            for (size_t i = 0; i < t.n; i++) {
+                if (pieces) {
+                    char *s = NULL;
+                    size_t sl = 0;
+                    struct vocab_detok_opts dopt = {.show_special = true};
+                    if (vocab_decode(v, &t.ids[i], 1, &dopt, &s, &sl) == 0) {
+                        printf("%d ", t.ids[i]);
+                        print_piece(s, sl);
+                        putchar('\n');
+                        free(s);
+                    }
+                } else {
+                    printf(i ? " %d" : "%d", t.ids[i]);
+                }
+            }
+            if (!pieces)
+                putchar('\n');
+            rc = 0;
+        }
+        vocab_tokens_free(&t);
+    }
+    free(text);
+    vocab_free(v);
+    gguf_close(g);
+    return rc;
+}
+
+int srv_cmd_detokenize(int argc, char **argv)
+{
+    const char *path = NULL;
+    bool special = false;
+    static const struct option lo[] = {{"model", 1, 0, 'm'}, {"special", 0, 0, 'S'}, {0, 0, 0, 0}};
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "m:", lo, NULL)) != -1) {
+        switch (c) {
+        case 'm': path = optarg; break;
+        case 'S': special = true; break;
+        default: return 2;
+        }
+    }
+    if (!path) {
+        fprintf(stderr, "usage: moed detokenize -m MODEL [--special] < ids\n");
+        return 2;
+    }
+    struct gguf_file *g = NULL;
+    struct vocab *v = NULL;
+    if (open_vocab(path, &g, &v) < 0)
+        return 1;
+    size_t len = 0, n = 0, cap = 256;
+    char *in = read_all(stdin, &len);
+    int32_t *ids = malloc(cap * sizeof *ids);
+    int rc = 1;
+    if (in && ids) {
+        char *p = in;
+        rc = 0;
+        while (*p) {
+            while (*p == ' ' || *p == ',' || *p == '\n' || *p == '\t' || *p == '\r' || *p == '[' || *p == ']')
+                p++;
+            if (!*p)
+                break;
+            char *end;
+            long x = strtol(p, &end, 10);
+            if (end == p || x < 0 || x >= (long)vocab_n_tokens(v)) {
+                fprintf(stderr, "moed: detokenize: '%.20s' is not a token id of this model (0..%u)\n", p,
+                        vocab_n_tokens(v) - 1);
+                rc = 1;
+                break;
+            }
+            if (n == cap) {
+                int32_t *ni = realloc(ids, cap * 2 * sizeof *ids);
+                if (!ni) {
+                    rc = 1;
+                    break;
+                }
+                ids = ni;
+                cap *= 2;
+            }
+            ids[n++] = (int32_t)x;
+            p = end;
+        }
+        if (rc == 0) {
+            struct vocab_detok_opts o = {.show_special = special, .strip_lead_space = true};
+            char *s = NULL;
+            size_t sl = 0;
+            if (vocab_decode(v, ids, n, &o, &s, &sl) == 0) {
+                fwrite(s, 1, sl, stdout);
+                free(s);
+            } else {
+                rc = 1;
+            }
+        }
+    }
+    free(in);
+    free(ids);
+    vocab_free(v);
+    gguf_close(g);
+    return rc;
+}
+
+/* ---- run ---- */
+
+struct waiter {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool ready;
+};
+
+static void on_notify(void *ud)
+{
+    struct waiter *w = ud;
+    pthread_mutex_lock(&w->mu);
+    w->ready = true;
+    pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
+int srv_cmd_run(int argc, char **argv)
+{
+    struct eng_params ep = eng_params_default();
+    struct eng_req_params rp = eng_req_params_default();
+    const char *prompt = NULL, *stats = NULL, *kv = NULL;
+    int n_predict = 128;
+    bool verbose = false, no_special = false;
+    rp.sample.temperature = 0.8f;
+    ep.parallel = 1;
+    enum { O_TEMP = 256, O_SEED, O_TOPK, O_TOPP, O_MINP, O_REP, O_STATS, O_KV, O_NOPC, O_IGN, O_NOSP };
+    static const struct option lo[] = {
+        {"model", 1, 0, 'm'}, {"prompt", 1, 0, 'p'}, {"n-predict", 1, 0, 'n'},
+        {"threads", 1, 0, 't'}, {"ctx-size", 1, 0, 'c'}, {"batch-size", 1, 0, 'b'},
+        {"temp", 1, 0, O_TEMP}, {"seed", 1, 0, O_SEED}, {"top-k", 1, 0, O_TOPK},
+        {"top-p", 1, 0, O_TOPP}, {"min-p", 1, 0, O_MINP}, {"repeat-penalty", 1, 0, O_REP},
+        {"stats-json", 1, 0, O_STATS}, {"kv-type", 1, 0, O_KV}, {"no-prefix-cache", 0, 0, O_NOPC},
+        {"ignore-eos", 0, 0, O_IGN}, {"no-special", 0, 0, O_NOSP}, {"verbose", 0, 0, 'v'},
+        {0, 0, 0, 0}};
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "m:p:n:t:c:b:v", lo, NULL)) != -1) {
+        switch (c) {
+        case 'm': ep.model_path = optarg; break;
+        case 'p': prompt = optarg; break;
+        case 'n': n_predict = atoi(optarg); break;
+        case 't': ep.n_threads = atoi(optarg); break;
+        case 'c': ep.ctx_size = atoi(optarg); break;
+        case 'b': ep.batch_tokens = atoi(optarg); break;
+        case 'v': verbose = true; break;
+        case O_TEMP: rp.sample.temperature = strtof(optarg, NULL); break;
+        case O_SEED: rp.sample.seed = strtoull(optarg, NULL, 0); rp.sample.has_seed = true; break;
+        case O_TOPK: rp.sample.top_k = atoi(optarg); break;
+        case O_TOPP: rp.sample.top_p = strtof(optarg, NULL); break;
+        case O_MINP: rp.sample.min_p = strtof(optarg, NULL); break;
+        case O_REP: rp.sample.repetition_penalty = strtof(optarg, NULL); break;
+        case O_STATS: stats = optarg; break;
+        case O_KV: kv = optarg; break;
+        case O_NOPC: ep.prefix_cache = false; break;
+        case O_IGN: rp.ignore_eos = true; break;
+        case O_NOSP: no_special = true; break;
+        default: return 2;
+        }
+    }
+    if (!ep.model_path || n_predict < 0) {
+        fprintf(stderr, "usage: moed run -m MODEL [-p PROMPT] [-n N] [--temp T] [--seed S] [-t THREADS]\n"
+                        "       [-c CTX] [-b BATCH] [--top-k K] [--top-p P] [--min-p P] [--repeat-penalty R]\n"
+                        "       [--kv-type f32|f16|q8_0] [--ignore-eos] [--no-special] [--stats-json FILE] [-v]\n"
+                        "reads the prompt from stdin when -p is not given\n");
+        return 2;
+    }
+    if (kv) {
+        if (!strcmp(kv, "f32")) ep.kv_type = BE_TYPE_F32;
+        else if (!strcmp(kv, "f16")) ep.kv_type = BE_TYPE_F16;
+        else if (!strcmp(kv, "q8_0")) ep.kv_type = BE_TYPE_Q8_0;
+        else {
+            fprintf(stderr, "moed: --kv-type: f32, f16 or q8_0, not '%s'\n", kv);
+            return 2;
+        }
+    }
+    if (!verbose)
+        log_set_level(LOG_LEVEL_WARN);
+    size_t plen = 0;
+    char *ptext = prompt ? strdup(prompt) : read_all(stdin, &plen);
+    if (!ptext)
+        return 1;
+    if (prompt)
+        plen = strlen(ptext);
+
+    char err[1024];
+    struct engine *e = NULL;
+    int rc = eng_init(&e, &ep, err, sizeof err);
+    if (rc < 0) {
+        fprintf(stderr, "moed: %s\n", err);
+        free(ptext);
+        return 1;
+    }
+    struct vocab_encode_opts eo = vocab_encode_opts_default();
+    eo.parse_special = !no_special;
+    struct vocab_tokens toks = {0};
+    double t_tok0 = now_s();
+    rc = vocab_encode(eng_vocab(e), ptext, plen, &eo, &toks);
+    double t_tok = now_s() - t_tok0;
+    free(ptext);
+    if (rc < 0 || toks.n == 0) {
+        fprintf(stderr, "moed: the prompt gives no tokens to start from\n");
+        vocab_tokens_free(&toks);
+        eng_free(e);
+        return 1;
+    }
+    if ((int64_t)toks.n + n_predict > eng_ctx_size(e)) {
+        int32_t room = eng_ctx_size(e) - (int32_t)toks.n;
+        if (room <= 0) {
+            fprintf(stderr, "moed: the prompt (%zu tokens) does not fit the context (%d)\n", toks.n,
+                    eng_ctx_size(e));
+            vocab_tokens_free(&toks);
+            eng_free(e);
+            return 1;
+        }
+        n_predict = room;
+    }
+    rp.max_tokens = n_predict;
+    if (n_predict == 0) {
+        vocab_tokens_free(&toks);
+        eng_free(e);
+        return 0;
+    }
+    struct waiter w = {.ready = false};
+    pthread_mutex_init(&w.mu, NULL);
+    pthread_cond_init(&w.cv, NULL);
+    struct eng_req *r = NULL;
+    rc = eng_submit(e, toks.ids, (int32_t)toks.n, &rp, on_notify, &w, &r);
+    if (rc < 0) {
+        fprintf(stderr, "moed: cannot start the request: %s\n", err_str(rc));
+        vocab_tokens_free(&toks);
+        eng_free(e);
+        return 1;
+    }
+    struct eng_usage usage = {0};
+    enum eng_finish fin = ENG_FINISH_NONE;
+    bool done = false;
+    rc = 0;
+    while (!done) {
+        pthread_mutex_lock(&w.mu);
+        while (!w.ready)
+            pthread_cond_wait(&w.cv, &w.mu);
+        w.ready = false;
+        pthread_mutex_unlock(&w.mu);
+        struct eng_event ev;
+        while (eng_poll(r, &ev) == 0) {
+            if (ev.type == ENG_EV_DELTA) {
+                fwrite(ev.reasoning ? ev.reasoning : "", 1, ev.reasoning_len, stdout);
+                fwrite(ev.text ? ev.text : "", 1, ev.text_len, stdout);
+                fflush(stdout);
+            } else if (ev.type == ENG_EV_DONE) {
+                usage = ev.usage;
+                fin = ev.finish;
+                done = true;
+            } else {
+                fprintf(stderr, "\nmoed: generation failed: %s\n", ev.errmsg);
+                rc = 1;
+                done = true;
+            }
+            eng_event_clear(&ev);
+        }
+    }
+    eng_release(r);
+    struct eng_metrics met;
+    eng_get_metrics(e, &met);
+    double t_prompt = usage.t_first_token - usage.t_queue;
+    double t_gen = usage.t_total - usage.t_first_token;
+    int32_t n_after_first = usage.completion_tokens > 0 ? usage.completion_tokens - 1 : 0;
+    fprintf(stderr, "\nmoed: prompt %d tokens in %.3f s (%.2f tokens/s), generation %d tokens in %.3f s "
+                    "(%.2f tokens/s), finish %s\n",
+            usage.prompt_tokens, t_prompt, t_prompt > 0 ? usage.prompt_tokens / t_prompt : 0.0,
+            usage.completion_tokens, t_gen, t_gen > 0 ? n_after_first / t_gen : 0.0,
+            fin == ENG_FINISH_STOP ? "stop" : fin == ENG_FINISH_LENGTH ? "length" : "canceled");
+    if (stats) {
+        FILE *f = fopen(stats, "w");
+        if (!f) {
+            fprintf(stderr, "moed: %s: %s\n", stats, strerror(errno));
+            rc = 1;
+        } else {
+            fprintf(f,
+                    "{\"prompt_tokens\": %d, \"completion_tokens\": %d, \"cached_tokens\": %d,\n"
+                    " \"finish_reason\": \"%s\", \"tokenize_s\": %.6f, \"queue_s\": %.6f,\n"
+                    " \"prompt_s\": %.6f, \"generation_s\": %.6f, \"total_s\": %.6f,\n"
+                    " \"prompt_tokens_per_s\": %.3f, \"generation_tokens_per_s\": %.3f,\n"
+                    " \"engine\": {\"steps\": %llu, \"step_tokens\": %llu, \"preemptions\": %llu,\n"
+                    "            \"kv_blocks\": %d, \"kv_used\": %d, \"kv_cached\": %d}}\n",
+                    usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens,
+                    fin == ENG_FINISH_STOP ? "stop" : fin == ENG_FINISH_LENGTH ? "length" : "canceled",
+                    t_tok, usage.t_queue, t_prompt, t_gen, usage.t_total,
+                    t_prompt > 0 ? usage.prompt_tokens / t_prompt : 0.0,
+                    t_gen > 0 ? n_after_first / t_gen : 0.0, (unsigned long long)met.steps,
+                    (unsigned long long)met.step_tokens, (unsigned long long)met.preemptions,
+                    met.kv_blocks, met.kv_used, met.kv_cached);
+            if (fclose(f) != 0)
+                rc = 1;
+        }
+    }
+    vocab_tokens_free(&toks);
+    eng_free(e);
+    pthread_mutex_destroy(&w.mu);
+    pthread_cond_destroy(&w.cv);
+    return rc;
+}
