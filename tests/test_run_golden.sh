@@ -6,7 +6,9 @@
 # the generated text, then "\n\n" (" [end of text]\n\n\n" when the model
 # stopped at its end-of-generation token), raw bytes. moed never emits invalid UTF-8: it replaces each
 # invalid sequence with U+FFFD the way the WHATWG decoder does, so the
-# reference is compared after the same replacement.
+# reference is compared after the same replacement. The models are the f32
+# ones (see tests/data/golden/README.md for why quantized ones are not used
+# for exact text).
 set -u
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
