@@ -403,9 +403,10 @@ int fwd_decode(struct fwd *f, const struct fwd_batch *b, float *logits)
     }
     for (int32_t i = 0; i < b->n_out; i++)
         memcpy(f->out_rows + (int64_t)i * E, f->x + (int64_t)b->out_idx[i] * E, (size_t)E * 4);
-    ops->rmsnorm(f->be, f->out_rows, f->out_rows, m->output_norm.data, E, b->n_out, hp->eps);
-    if (b->n_out > 0)
+    if (b->n_out > 0) {
+        ops->rmsnorm(f->be, f->out_rows, f->out_rows, m->output_norm.data, E, b->n_out, hp->eps);
         matmul_w(f, logits, &m->output, f->out_rows, b->n_out);
+    }
     f->st.steps++;
     f->st.tokens += (uint64_t)n;
     return 0;

@@ -358,6 +358,10 @@ struct ew_job {
 static int64_t ew_split(const struct cpu_ctx *c, int64_t n, int64_t work, int64_t *per_task)
 {
     int64_t n_tasks = 1;
+    if (n <= 0) {
+        *per_task = 1;
+        return 0;
+    }
     if (c->n_threads > 1 && work >= EW_PAR_MIN)
         n_tasks = c->n_threads * 2 < n ? c->n_threads * 2 : n;
     *per_task = (n + n_tasks - 1) / n_tasks;
