@@ -1,0 +1,242 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * bench_engine.c - the engine under concurrent load (continuous batching):
+ * aggregate generation tokens/s with 1, 4 and 16 concurrent requests, time to
+ * first token under load, and the time to first token of a second chat turn
+ * with a 2,000-token history, with and without prefix reuse.
+ *
+ * usage: bench_engine MODEL [-t THREADS] [-n TOKENS] [-p PROMPT_TOKENS] [-c ONLY_CONCURRENCY] [-q]
+ */
+#include "engine/engine.h"
+#include "common/log.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+struct waiter {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int ready;
+};
+
+static void on_notify(void *ud)
+{
+    struct waiter *w = ud;
+    pthread_mutex_lock(&w->mu);
+    w->ready = 1;
+    pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
+struct run_stats {
+    double wall, agg_tps, ttft_mean, ttft_max, itl_mean, decode_tps;
+    int64_t gen;
+};
+
+static int cmp_d(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* n concurrent requests of prompt_len random tokens, gen tokens each. */
+static int run_load(struct engine *e, int n, int prompt_len, int gen, uint64_t seed, struct run_stats *st)
+{
+    struct waiter w = {.ready = 0};
+    pthread_mutex_init(&w.mu, NULL);
+    pthread_cond_init(&w.cv, NULL);
+    struct eng_req **r = calloc((size_t)n, sizeof *r);
+    int32_t *p = malloc((size_t)prompt_len * sizeof *p);
+    double *first = calloc((size_t)n, sizeof *first), *last = calloc((size_t)n, sizeof *last);
+    int *ntok = calloc((size_t)n, sizeof *ntok), *done = calloc((size_t)n, sizeof *done);
+    double *stamps = malloc((size_t)n * (size_t)gen * sizeof *stamps);
+    int64_t n_stamps = 0;
+    struct eng_req_params rp = eng_req_params_default();
+    rp.sample.temperature = 0;
+    rp.max_tokens = gen;
+    rp.ignore_eos = true;
+    double t0 = now_s();
+    for (int i = 0; i < n; i++) {
+        for (int j = 0; j < prompt_len; j++) {
+            seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+            p[j] = (int32_t)((seed >> 33) % 5000);
+        }
+        if (eng_submit(e, p, prompt_len, &rp, on_notify, &w, &r[i]) < 0) {
+            fprintf(stderr, "submit failed\n");
+            return -1;
+        }
+    }
+    int left = n;
+    while (left) {
+        pthread_mutex_lock(&w.mu);
+        while (!w.ready)
+            pthread_cond_wait(&w.cv, &w.mu);
+        w.ready = 0;
+        pthread_mutex_unlock(&w.mu);
+        for (int i = 0; i < n; i++) {
+            struct eng_event ev;
+            while (!done[i] && eng_poll(r[i], &ev) == 0) {
+                double t = now_s();
+                if (ev.type == ENG_EV_DELTA) {
+                    stamps[n_stamps++] = t - t0;
+                    if (ntok[i]++ == 0)
+                        first[i] = t - t0;
+                    last[i] = t - t0;
+                } else {
+                    done[i] = 1;
+                    left--;
+                }
+                eng_event_clear(&ev);
+            }
+        }
+    }
+    st->wall = now_s() - t0;
+    st->gen = 0;
+    double itl = 0;
+    for (int i = 0; i < n; i++) {
+        st->gen += ntok[i];
+        if (ntok[i] > 1)
+            itl += (last[i] - first[i]) / (ntok[i] - 1);
+        eng_release(r[i]);
+    }
+    st->agg_tps = st->gen / st->wall;
+    qsort(first, (size_t)n, sizeof *first, cmp_d);
+    /* Decode phase: once every request has its first token. */
+    int64_t after = 0;
+    for (int64_t k = 0; k < n_stamps; k++)
+        after += stamps[k] > first[n - 1];
+    st->decode_tps = st->wall > first[n - 1] ? after / (st->wall - first[n - 1]) : 0;
+    free(stamps);
+    double s = 0;
+    for (int i = 0; i < n; i++)
+        s += first[i];
+    st->ttft_mean = s / n;
+    st->ttft_max = first[n - 1];
+    st->itl_mean = itl / n;
+    free(r); free(p); free(first); free(last); free(ntok); free(done);
+    return 0;
+}
+
+/* Time to first token of a request (the prompt's prefill). */
+static double ttft(struct engine *e, const int32_t *p, int n)
+{
+    struct waiter w = {.ready = 0};
+    pthread_mutex_init(&w.mu, NULL);
+    pthread_cond_init(&w.cv, NULL);
+    struct eng_req_params rp = eng_req_params_default();
+    rp.sample.temperature = 0;
+    rp.max_tokens = 1;
+    struct eng_req *r;
+    double t0 = now_s(), t = 0;
+    if (eng_submit(e, p, n, &rp, on_notify, &w, &r) < 0)
+        return -1;
+    int fin = 0;
+    while (!fin) {
+        pthread_mutex_lock(&w.mu);
+        while (!w.ready)
+            pthread_cond_wait(&w.cv, &w.mu);
+        w.ready = 0;
+        pthread_mutex_unlock(&w.mu);
+        struct eng_event ev;
+        while (eng_poll(r, &ev) == 0) {
+            if (ev.type == ENG_EV_DELTA && t == 0)
+                t = now_s() - t0;
+            if (ev.type != ENG_EV_DELTA)
+                fin = 1;
+            eng_event_clear(&ev);
+        }
+    }
+    eng_release(r);
+    return t;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        fprintf(stderr, "usage: bench_engine MODEL [-t THREADS] [-n TOKENS] [-p PROMPT_TOKENS] [-c ONLY_CONCURRENCY] [-q]\n");
+        return 2;
+    }
+    int threads = 0, gen = 128, prompt_len = 32;
+    int quick = 0, only = 0;
+    for (int i = 2; i < argc; i++) {
+        if (!strcmp(argv[i], "-t") && i + 1 < argc) threads = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "-n") && i + 1 < argc) gen = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "-p") && i + 1 < argc) prompt_len = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "-q")) quick = 1;
+        else if (!strcmp(argv[i], "-c") && i + 1 < argc) only = atoi(argv[++i]);
+    }
+    log_set_level(LOG_LEVEL_WARN);
+    struct eng_params ep = eng_params_default();
+    ep.model_path = argv[1];
+    ep.n_threads = threads;
+    ep.parallel = 16;
+    ep.batch_tokens = 512;
+    ep.ctx_size = 4096;
+    ep.kv_tokens = 16 * 512 + 4096;
+    char err[512];
+    struct engine *e;
+    if (eng_init(&e, &ep, err, sizeof err) < 0) {
+        fprintf(stderr, "%s\n", err);
+        return 1;
+    }
+    printf("engine: %s, parallel 16, batch 512, KV f16, greedy, prompt %d tokens, %d generated each\n",
+           argv[1], prompt_len, gen);
+    printf("agg tok/s: generated tokens / wall time from the first submit to the last token;\n"
+           "decode tok/s: the same once every request has its first token (prefill done)\n");
+    printf("%-11s %8s %10s %7s %12s %7s %12s %11s %9s\n", "concurrent", "gen tok", "agg tok/s", "vs 1",
+           "decode tok/s", "vs 1", "TTFT mean s", "TTFT max s", "ITL ms");
+    double base = 0, dbase = 0;
+    int conc[3] = {1, 4, 16};
+    for (int k = 0; k < 3; k++) {
+        struct run_stats st;
+        if (only && conc[k] != only)
+            continue;
+        if (run_load(e, conc[k], prompt_len, quick ? gen / 2 : gen, 100 + (uint64_t)k, &st) < 0)
+            return 1;
+        if (k == 0) {
+            base = st.agg_tps;
+            dbase = st.decode_tps;
+        }
+        printf("%-11d %8lld %10.2f %6.2fx %12.2f %6.2fx %12.3f %11.3f %9.2f\n", conc[k], (long long)st.gen,
+               st.agg_tps, st.agg_tps / base, st.decode_tps, st.decode_tps / dbase, st.ttft_mean, st.ttft_max,
+               st.itl_mean * 1e3);
+    }
+    eng_free(e);
+    if (only)
+        return 0;
+
+    /* Second chat turn with a 2,000-token history, with and without prefix reuse. */
+    int32_t *hist = malloc(2100 * sizeof *hist);
+    uint64_t s = 77;
+    for (int i = 0; i < 2100; i++) {
+        s = s * 6364136223846793005ull + 1442695040888963407ull;
+        hist[i] = (int32_t)((s >> 33) % 5000);
+    }
+    printf("\nsecond chat turn: 2,000-token history + 100 new tokens\n");
+    for (int reuse = 1; reuse >= 0; reuse--) {
+        ep.parallel = 2;
+        ep.prefix_cache = reuse;
+        ep.kv_tokens = 0;
+        if (eng_init(&e, &ep, err, sizeof err) < 0) {
+            fprintf(stderr, "%s\n", err);
+            return 1;
+        }
+        double t1 = ttft(e, hist, 2000);
+        double t2 = ttft(e, hist, 2100);
+        printf("  prefix reuse %-3s  first turn TTFT %.3f s, second turn TTFT %.3f s\n", reuse ? "on" : "off",
+               t1, t2);
+        eng_free(e);
+    }
+    free(hist);
+    return 0;
+}
