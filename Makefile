@@ -57,10 +57,17 @@ endif
 .PHONY: all setup test bench fuzz clean models tests fuzzers
 all: $(BUILD)/moed $(TOOLS) $(CUDA_LIB)
 
+# `make setup`: dependencies, the build, and the demo model `moed serve`
+# serves by default (random weights, real Qwen3 tokenizer and template).
 setup: .setup-stamp
+	$(MAKE) all $(BUILD)/models/demo.gguf
 .setup-stamp: scripts/setup.sh package.json package-lock.json
 	bash scripts/setup.sh
 	touch $@
+$(BUILD)/models/demo.gguf: $(BUILD)/mkmodel
+	@mkdir -p $(dir $@)
+	$(BUILD)/mkmodel --arch qwen3moe --preset demo --type q8_0 --name moed-demo-qwen3moe \
+	    --vocab qwen3 -o $@.tmp && mv $@.tmp $@
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -118,7 +125,7 @@ models: $(BUILD)/mkmodel
 	bash tests/make_models.sh $(BUILD)
 
 test: .setup-stamp
-	$(MAKE) all tests fuzzers
+	$(MAKE) all tests fuzzers $(BUILD)/models/demo.gguf
 	$(MAKE) models
 	BUILD=$(BUILD) bash tests/run.sh
 

@@ -37,6 +37,9 @@ static const struct {
     {"tiny", {2, 64, 4, 2, 16, 128, 8, 2, 64, 64, 256}, "synthetic:512"},
     {"tiny-k", {2, 256, 4, 2, 64, 512, 8, 2, 256, 256, 256}, "synthetic:512"},
     {"medium", {16, 1024, 16, 4, 64, 2048, 64, 8, 512, 512, 4096}, "qwen3"},
+    /* the demo model `make setup` writes for `moed serve`: small enough to
+     * answer quickly on two cores, with the real Qwen3 tokenizer and template */
+    {"demo", {4, 512, 8, 2, 64, 1024, 16, 4, 256, 256, 4096}, "qwen3"},
 };
 
 struct opts {
@@ -262,7 +265,7 @@ static int parse_scaling(const char *s, const char **type, float *factor)
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: mkmodel --arch ARCH [--preset tiny|tiny-k|medium] --type TYPE -o OUT.gguf\n"
+            "usage: mkmodel --arch ARCH [--preset tiny|tiny-k|medium|demo] --type TYPE -o OUT.gguf\n"
             "  --arch      llama (Mixtral-style MoE; --dense for dense Llama), qwen2, qwen2moe,\n"
             "              qwen3, qwen3moe, olmoe\n"
             "  --type      f32 f16 bf16 q8_0 q4_0 q4_1 q5_0 q5_1 q2_K q3_K q4_K q5_K q6_K iq4_nl\n"
@@ -377,7 +380,7 @@ int main(int argc, char **argv)
         if (strcmp(g_presets[pi].name, o.preset) == 0)
             break;
     if (pi == sizeof g_presets / sizeof g_presets[0]) {
-        fprintf(stderr, "mkmodel: unknown preset '%s' (tiny, tiny-k, medium)\n", o.preset);
+        fprintf(stderr, "mkmodel: unknown preset '%s' (tiny, tiny-k, medium, demo)\n", o.preset);
         return 2;
     }
     o.s = g_presets[pi].s;

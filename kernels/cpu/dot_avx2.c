@@ -357,19 +357,21 @@ HOT __m128i k4_min_dot(__m128i mins16, const int16_t *bsums)
 }
 
 /* Q4_K (HAS_QH 0) and Q5_K (HAS_QH 1): 4 chunks of 64 values, low nibbles
- * of the 32 bytes are sub-block 2p, high nibbles sub-block 2p+1. */
+ * of the 32 bytes are sub-block 2p, high nibbles sub-block 2p+1.
+ * The float steps follow the K-quant canonical order (see the top of the
+ * file): per super-block the exact integer sums S = sum sc[s] * dot_s and
+ * M = sum mins[s] * bsum_s, then acc = fma(d * yd, S, acc) and
+ * accm = fma(dmin * yd, M, accm) in lanes 0 and 1 of one register; the
+ * result is acc - accm. */
 #define K4_BODY(name, BT, HAS_QH)                                                          \
     HOT void name##_body(int64_t n, const void *vx, const void *vy, size_t ys, const int ny, \
                          float *s)                                                         \
     {                                                                                      \
         const BT *x = vx;                                                                  \
         Y_ROWS(struct block_q8_K, y, vy, ys, ny);                                          \
-        __m256 acc[BE_CPU_MAX_NY];                                                         \
-        __m128 accm[BE_CPU_MAX_NY];                                                        \
-        for (int j = 0; j < ny; j++) {                                                     \
-            acc[j] = _mm256_setzero_ps();                                                  \
-            accm[j] = _mm_setzero_ps();                                                    \
-        }                                                                                  \
+        __m128 acc[BE_CPU_MAX_NY]; /* lane 0: acc, lane 1: accm */                         \
+        for (int j = 0; j < ny; j++)                                                       \
+            acc[j] = _mm_setzero_ps();                                                     \
         const __m256i m4 = _mm256_set1_epi8(0x0f);                                         \
         for (int64_t i = 0; i < n / QK_K; i++) { /* hot */                                 \
             uint32_t utmp[4];                                                              \
@@ -403,14 +405,17 @@ HOT __m128i k4_min_dot(__m128i mins16, const int16_t *bsums)
                 }                                                                          \
             }                                                                              \
             for (int j = 0; j < ny; j++) {                                                 \
+                const __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(sumi[j]),          \
+                                                 _mm256_extracti128_si256(sumi[j], 1));    \
+                __m128i sm = _mm_hadd_epi32(s4, k4_min_dot(mins16, y[j][i].bsums));         \
+                sm = _mm_hadd_epi32(sm, sm); /* S, M, S, M */                              \
                 const float yd = y[j][i].d;                                                \
-                acc[j] = _mm256_fmadd_ps(_mm256_set1_ps(dx * yd), _mm256_cvtepi32_ps(sumi[j]), acc[j]); \
-                accm[j] = _mm_fmadd_ps(_mm_set1_ps(dmx * yd),                              \
-                                       _mm_cvtepi32_ps(k4_min_dot(mins16, y[j][i].bsums)), accm[j]); \
+                const __m128 dd = _mm_setr_ps(dx * yd, dmx * yd, 0.0f, 0.0f);              \
+                acc[j] = _mm_fmadd_ps(dd, _mm_cvtepi32_ps(sm), acc[j]);                    \
             }                                                                              \
         }                                                                                  \
         for (int j = 0; j < ny; j++)                                                       \
-            s[j] = hsum256_ps(acc[j]) - hsum128_ps(accm[j]);                               \
+            s[j] = _mm_cvtss_f32(acc[j]) - _mm_cvtss_f32(_mm_movehdup_ps(acc[j]));         \
     }
 
 K4_BODY(d256_q4_k, struct block_q4_K, 0)
@@ -425,9 +430,9 @@ HOT void d256_q6_k_body(int64_t n, const void *vx, const void *vy, size_t ys, co
 {
     const struct block_q6_K *x = vx;
     Y_ROWS(struct block_q8_K, y, vy, ys, ny);
-    __m256 acc[BE_CPU_MAX_NY];
+    __m128 acc[BE_CPU_MAX_NY]; /* lane 0 */
     for (int j = 0; j < ny; j++)
-        acc[j] = _mm256_setzero_ps();
+        acc[j] = _mm_setzero_ps();
     const __m256i m4 = _mm256_set1_epi8(0x0f), m3 = _mm256_set1_epi8(3);
     for (int64_t i = 0; i < n / QK_K; i++) { /* hot */
         const int8_t *sc = x[i].scales;
@@ -453,11 +458,12 @@ HOT void d256_q6_k_body(int64_t n, const void *vx, const void *vy, size_t ys, co
             }
         }
         const float dx = f16f(x[i].d);
-        for (int j = 0; j < ny; j++)
-            acc[j] = _mm256_fmadd_ps(_mm256_set1_ps(dx * y[j][i].d), _mm256_cvtepi32_ps(sumi[j]), acc[j]);
+        for (int j = 0; j < ny; j++) /* canonical order: one exact S per super-block */
+            acc[j] = _mm_fmadd_ss(_mm_set_ss(dx * y[j][i].d), _mm_cvtsi32_ss(_mm_setzero_ps(), hsum256_epi32(sumi[j])),
+                                  acc[j]);
     }
     for (int j = 0; j < ny; j++)
-        s[j] = hsum256_ps(acc[j]);
+        s[j] = _mm_cvtss_f32(acc[j]);
 }
 DOT_ENTRY(d256_q6_k)
 
