@@ -13,6 +13,8 @@ int srv_cmd_bench(int argc, char **argv);
 int srv_cmd_run(int argc, char **argv);
 int srv_cmd_tokenize(int argc, char **argv);
 int srv_cmd_detokenize(int argc, char **argv);
+int srv_cmd_serve(int argc, char **argv);
+int srv_cmd_template(int argc, char **argv);
 
 /* Formats a byte count as "1.23 GiB". */
 void srv_human_bytes(char *buf, size_t len, double bytes);

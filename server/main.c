@@ -3,6 +3,7 @@
  * main.c - the `moed` command line: dispatches to the subcommands.
  *
  *   moed inspect MODEL        architecture, sizes, tensor types, memory plan
+ *   moed serve [-m MODEL]     the OpenAI-compatible HTTP server (serve.c)
  *   moed run -m MODEL -p TEXT one prompt through the engine, text to stdout
  *   moed tokenize/detokenize  the model's tokenizer
  *   moed bench -m MODEL       prefill and decode speed
@@ -295,7 +296,9 @@ static void usage(FILE *f)
     fprintf(f, "usage: moed COMMAND [options]\n"
                "commands:\n"
                "  inspect MODEL      architecture, sizes, tensor types and memory plan\n"
+               "  serve [-m MODEL]   OpenAI-compatible HTTP server (moed serve --help)\n"
                "  run -m MODEL -p PROMPT   generate text from a prompt (stdout), speeds on stderr\n"
+               "  template -m MODEL  render the chat template for a JSON request on stdin\n"
                "  tokenize -m MODEL  token ids of a text (stdin or -p)\n"
                "  detokenize -m MODEL  text of token ids (stdin)\n"
                "  bench -m MODEL     prefill and decode speed (pp/tg tokens per second)\n"
@@ -313,6 +316,10 @@ int main(int argc, char **argv)
         return cmd_inspect(argc - 1, argv + 1);
     if (strcmp(cmd, "run") == 0)
         return srv_cmd_run(argc - 1, argv + 1);
+    if (strcmp(cmd, "serve") == 0)
+        return srv_cmd_serve(argc - 1, argv + 1);
+    if (strcmp(cmd, "template") == 0)
+        return srv_cmd_template(argc - 1, argv + 1);
     if (strcmp(cmd, "tokenize") == 0)
         return srv_cmd_tokenize(argc - 1, argv + 1);
     if (strcmp(cmd, "detokenize") == 0)
