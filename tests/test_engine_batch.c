@@ -316,6 +316,7 @@ static void test_prefix_reuse(void **st)
     pp = turn2;
     len = 160;
     run_many(e, 1, &pp, &len, &rp, &r2);
+    wait_idle(e); /* the metrics snapshot is taken after the step that ended the request */
     eng_get_metrics(e, &m1);
     /* Turn 1 wrote KV for 119 tokens (its last generated token was never fed),
      * so 119 are reused and 41 computed for the prompt, then 19 decode steps. */

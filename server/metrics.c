@@ -1,0 +1,199 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * metrics.c - the server's counters and histograms, and GET /metrics in the
+ * Prometheus text format (version 0.0.4): requests by endpoint and status,
+ * prompt, cached and generated tokens, time to first token and inter-token
+ * latency, queue depth, connections, and the engine's own figures.
+ *
+ * Invariant: only the loop thread updates or reads these (no locks); the
+ * engine's figures are read with eng_get_metrics() at render time.
+ */
+#include "server/serve.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define N_STATUS 600
+#define HIST_MAX 16
+
+struct hist {
+    int n;
+    const double *le;           /* upper bounds, seconds */
+    uint64_t count[HIST_MAX];   /* per bucket (not cumulative) */
+    uint64_t total;
+    double sum;
+};
+
+struct srv_metrics {
+    uint64_t req[SRV_EP_COUNT][N_STATUS];
+    uint64_t prompt_tokens, cached_tokens, generated_tokens;
+    struct hist ttft, itl;
+};
+
+static const double k_ttft_le[] = {0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60};
+static const double k_itl_le[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5};
+
+int srv_metrics_init(struct srv_metrics **out)
+{
+    struct srv_metrics *m = calloc(1, sizeof *m);
+    *out = m;
+    if (!m)
+        return -ENOMEM;
+    m->ttft.le = k_ttft_le;
+    m->ttft.n = (int)(sizeof k_ttft_le / sizeof k_ttft_le[0]);
+    m->itl.le = k_itl_le;
+    m->itl.n = (int)(sizeof k_itl_le / sizeof k_itl_le[0]);
+    return 0;
+}
+
+void srv_metrics_free(struct srv_metrics *m) { free(m); }
+
+void srv_metrics_request(struct srv_metrics *m, enum srv_endpoint ep, int status)
+{
+    if (status >= 0 && status < N_STATUS)
+        m->req[ep][status]++;
+}
+
+void srv_metrics_tokens(struct srv_metrics *m, int64_t prompt, int64_t cached, int64_t generated)
+{
+    m->prompt_tokens += (uint64_t)prompt;
+    m->cached_tokens += (uint64_t)cached;
+    m->generated_tokens += (uint64_t)generated;
+}
+
+static void hist_add(struct hist *h, double v)
+{
+    int i = 0;
+    while (i < h->n && v > h->le[i])
+        i++;
+    if (i < h->n)
+        h->count[i]++;
+    h->total++;
+    h->sum += v;
+}
+
+void srv_metrics_ttft(struct srv_metrics *m, double s) { hist_add(&m->ttft, s); }
+void srv_metrics_itl(struct srv_metrics *m, double s) { hist_add(&m->itl, s); }
+
+/* ---- rendering ---- */
+
+struct out {
+    char *b;
+    size_t len, cap;
+    bool oom;
+};
+
+static void put(struct out *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void put(struct out *o, const char *fmt, ...)
+{
+    for (;;) {
+        if (o->oom)
+            return;
+        va_list ap;
+        va_start(ap, fmt);
+        int n = vsnprintf(o->b + o->len, o->cap - o->len, fmt, ap);
+        va_end(ap);
+        if (n >= 0 && (size_t)n < o->cap - o->len) {
+            o->len += (size_t)n;
+            return;
+        }
+        size_t cap = o->cap * 2 + (n > 0 ? (size_t)n : 0);
+        char *nb = realloc(o->b, cap);
+        if (!nb) {
+            o->oom = true;
+            return;
+        }
+        o->b = nb;
+        o->cap = cap;
+    }
+}
+
+static void head(struct out *o, const char *name, const char *type, const char *help)
+{
+    put(o, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+static void gauge(struct out *o, const char *name, const char *help, double v)
+{
+    head(o, name, "gauge", help);
+    put(o, "%s %.17g\n", name, v);
+}
+
+static void counter(struct out *o, const char *name, const char *help, double v)
+{
+    head(o, name, "counter", help);
+    put(o, "%s %.17g\n", name, v);
+}
+
+static void hist(struct out *o, const char *name, const char *help, const struct hist *h)
+{
+    head(o, name, "histogram", help);
+    uint64_t cum = 0;
+    for (int i = 0; i < h->n; i++) {
+        cum += h->count[i];
+        put(o, "%s_bucket{le=\"%g\"} %llu\n", name, h->le[i], (unsigned long long)cum);
+    }
+    put(o, "%s_bucket{le=\"+Inf\"} %llu\n", name, (unsigned long long)h->total);
+    put(o, "%s_sum %.9g\n%s_count %llu\n", name, h->sum, name, (unsigned long long)h->total);
+}
+
+int srv_metrics_render(const struct srv *s, char **out, size_t *len)
+{
+    const struct srv_metrics *m = s->metrics;
+    struct out o = {.cap = 8192};
+    o.b = malloc(o.cap);
+    if (!o.b)
+        return -ENOMEM;
+    o.b[0] = 0;
+    head(&o, "moed_requests_total", "counter", "HTTP requests answered, by endpoint and status.");
+    for (int ep = 0; ep < SRV_EP_COUNT; ep++)
+        for (int st = 0; st < N_STATUS; st++)
+            if (m->req[ep][st])
+                put(&o, "moed_requests_total{endpoint=\"%s\",status=\"%d\"} %llu\n",
+                    srv_endpoint_name((enum srv_endpoint)ep), st, (unsigned long long)m->req[ep][st]);
+    counter(&o, "moed_prompt_tokens_total", "Prompt tokens of finished requests.", (double)m->prompt_tokens);
+    counter(&o, "moed_prompt_cached_tokens_total", "Prompt tokens served from the prefix cache.",
+            (double)m->cached_tokens);
+    counter(&o, "moed_generated_tokens_total", "Generated tokens of finished requests.",
+            (double)m->generated_tokens);
+    hist(&o, "moed_time_to_first_token_seconds", "Seconds from a request's arrival to its first token.", &m->ttft);
+    hist(&o, "moed_inter_token_latency_seconds", "Seconds between consecutive tokens of a sequence.", &m->itl);
+    gauge(&o, "moed_connections", "Open client connections.", s->n_conns);
+    gauge(&o, "moed_active_requests", "Requests generating or waiting in the engine.", s->n_active);
+    gauge(&o, "moed_model_loaded", "1 when the model is loaded and requests are served.", s->engine ? 1 : 0);
+    if (s->engine) {
+        struct eng_metrics em;
+        eng_get_metrics(s->engine, &em);
+        gauge(&o, "moed_queue_depth", "Requests waiting for the engine to start them.", em.waiting);
+        gauge(&o, "moed_engine_running_sequences", "Sequences the engine is running.", em.running);
+        head(&o, "moed_engine_kv_blocks", "gauge", "KV cache blocks by state.");
+        put(&o, "moed_engine_kv_blocks{state=\"used\"} %d\n", em.kv_used);
+        put(&o, "moed_engine_kv_blocks{state=\"cached\"} %d\n", em.kv_cached);
+        put(&o, "moed_engine_kv_blocks{state=\"free\"} %d\n", em.kv_free);
+        gauge(&o, "moed_engine_kv_blocks_total", "KV cache blocks in the pool.", em.kv_blocks);
+        counter(&o, "moed_engine_prefix_hit_tokens_total", "Prompt tokens reused from the prefix cache.",
+                (double)em.prefix_hit_tokens);
+        counter(&o, "moed_engine_steps_total", "Engine steps (forward passes).", (double)em.steps);
+        counter(&o, "moed_engine_step_tokens_total", "Tokens computed over all steps.", (double)em.step_tokens);
+        counter(&o, "moed_engine_prompt_tokens_total", "Prompt tokens computed by the engine.",
+                (double)em.prompt_tokens);
+        counter(&o, "moed_engine_generated_tokens_total", "Tokens sampled by the engine.",
+                (double)em.generated_tokens);
+        counter(&o, "moed_engine_preemptions_total", "Sequences preempted for lack of KV blocks.",
+                (double)em.preemptions);
+        counter(&o, "moed_engine_requests_done_total", "Requests the engine finished.", (double)em.requests_done);
+        gauge(&o, "moed_engine_batch_tokens", "Tokens in the last step.", em.last_batch_tokens);
+        gauge(&o, "moed_engine_batch_sequences", "Sequences in the last step.", em.last_batch_seqs);
+    }
+    gauge(&o, "moed_uptime_seconds", "Seconds since the server started.", srv_now() - s->t_load_start);
+    if (o.oom) {
+        free(o.b);
+        return -ENOMEM;
+    }
+    *out = o.b;
+    *len = o.len;
+    return 0;
+}
