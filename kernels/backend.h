@@ -49,6 +49,22 @@ struct be_attn {
     const int32_t *n_kv;              /* per token: visible positions (its pos + 1) */
 };
 
+/* One MoE layer's work for a batch: the active experts (those with at least
+ * one token), their weight slices, and for each the tokens routed to it with
+ * their gate weights. Active expert a serves the pairs offset[a] ..
+ * offset[a+1]-1 of tok[] and weight[]. */
+struct be_moe_layer {
+    int64_t n_embd, n_ff;
+    enum be_type gate_type, up_type, down_type;
+    int32_t n_active;
+    const void *const *gate; /* per active expert: n_ff rows of n_embd */
+    const void *const *up;   /* per active expert: n_ff rows of n_embd */
+    const void *const *down; /* per active expert: n_embd rows of n_ff */
+    const int32_t *offset;   /* n_active + 1 */
+    const int32_t *tok;      /* per pair: the token's row in x and y */
+    const float *weight;     /* per pair: its gate weight */
+};
+
 struct be;
 
 struct be_ops {
@@ -89,6 +105,17 @@ struct be_ops {
     /* Optional (NULL = unsupported): true when the backend can compute op
      * kinds on type t. */
     bool (*supports_type)(struct be *be, enum be_type t);
+    /* Optional: sizes the scratch of moe_ffn for at most n_pairs
+     * (token, expert) pairs of an n_ff x n_embd layer. Returns 0 or -ENOMEM. */
+    int (*reserve_moe)(struct be *be, int64_t n_pairs, int64_t n_ff, int64_t n_embd);
+    /* Optional: the grouped expert computation of one MoE layer in one call:
+     * for every pair p of expert a and token t,
+     *   y[t] += weight[p] * down_a(silu(gate_a . x[t]) * (up_a . x[t])),
+     * each expert's weights read once for all its tokens; per token the
+     * contributions are added in increasing a (so the result does not depend
+     * on the rest of the batch). */
+    void (*moe_ffn)(struct be *be, float *y, const float *x, int64_t n_tok,
+                    const struct be_moe_layer *l);
 };
 
 struct be {

@@ -8,7 +8,9 @@
  * accumulation in a different order can explain, and far below what a wrong
  * index, scale or block layout produces. Matmul results must also be
  * bit-identical at 1 and 2 threads (the MoE output-identity tests of the
- * engine depend on ops being deterministic).
+ * engine depend on ops being deterministic), and a token's row must be the
+ * same bits whatever the batch around it (n_tok = 1, 4, 8, 13, 64: the
+ * dot path, the GEMM path and their token-group tails).
  */
 #include "tests/testutil.h"
 
@@ -215,6 +217,59 @@ static void test_matmul_shapes(void **state)
     check_matmul(BE_TYPE_F32, 67, 13, 8);
     check_matmul(BE_TYPE_Q8_0, 2048, 263, 9);
     check_matmul(BE_TYPE_Q4_K, 1024, 129, 10);
+}
+
+/* Batch invariance: each token's output row of a matmul over n_tok tokens
+ * equals, bit for bit, the row the token gets in a matmul of its own. */
+static void check_matmul_batch(enum be_type wt, int64_t n_in, int64_t n_out, uint64_t seed)
+{
+    static const int64_t toks[] = {1, 4, 8, 13, 64};
+    const int64_t n_tok_max = 64;
+    const struct be_type_info *ti = be_type_info(wt);
+    const size_t wrow = be_row_size(wt, n_in);
+    uint64_t s = seed;
+    float *wf = malloc((size_t)n_out * n_in * sizeof(float));
+    uint8_t *w = malloc((size_t)n_out * wrow);
+    float *x = malloc((size_t)n_tok_max * n_in * sizeof(float));
+    float *alone = malloc((size_t)n_tok_max * n_out * sizeof(float));
+    float *y = malloc((size_t)n_tok_max * n_out * sizeof(float));
+    fill_rand(wf, n_out * n_in, &s, 1.0f);
+    fill_rand(x, n_tok_max * n_in, &s, 2.0f);
+    for (int64_t o = 0; o < n_out; o++)
+        be_quant_row(wt, wf + o * n_in, w + o * wrow, n_in);
+    for (int th = 0; th < N_THREADS_CASES; th++) {
+        struct be *be = make_be(g_threads[th], n_tok_max, n_in, 16);
+        if (th == 0)
+            for (int64_t t = 0; t < n_tok_max; t++)
+                be->ops->matmul(be, alone + t * n_out, w, wt, n_in, n_out, x + t * n_in, 1);
+        for (size_t ki = 0; ki < sizeof toks / sizeof toks[0]; ki++) {
+            const int64_t n_tok = toks[ki];
+            be->ops->matmul(be, y, w, wt, n_in, n_out, x, n_tok);
+            for (int64_t t = 0; t < n_tok; t++)
+                if (memcmp(y + t * n_out, alone + t * n_out, (size_t)n_out * sizeof(float)) != 0)
+                    fail_msg("matmul %s n_in %lld n_out %lld: token %lld of n_tok %lld at %d threads "
+                             "differs from its n_tok = 1 row",
+                             ti->name, (long long)n_in, (long long)n_out, (long long)t,
+                             (long long)n_tok, g_threads[th]);
+        }
+        be_free(be);
+    }
+    free(wf);
+    free(w);
+    free(x);
+    free(alone);
+    free(y);
+}
+
+static void test_matmul_batch_invariance(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < sizeof g_wtypes / sizeof g_wtypes[0]; i++)
+        check_matmul_batch(g_wtypes[i], 512, 37, 3000 + i);
+    /* Many panels and tasks, a partial last panel, long rows. */
+    check_matmul_batch(BE_TYPE_Q4_K, 2048, 301, 11);
+    check_matmul_batch(BE_TYPE_Q6_K, 1024, 263, 12);
+    check_matmul_batch(BE_TYPE_Q5_K, 256, 1000, 13);
 }
 
 /* ---- attention ---- */
@@ -625,6 +680,7 @@ int main(void)
         cmocka_unit_test(test_pool),
         cmocka_unit_test(test_matmul_types),
         cmocka_unit_test(test_matmul_shapes),
+        cmocka_unit_test(test_matmul_batch_invariance),
         cmocka_unit_test(test_attention),
         cmocka_unit_test(test_rope),
         cmocka_unit_test(test_rmsnorm),

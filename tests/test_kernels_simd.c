@@ -13,6 +13,12 @@
  *    terms (float32 lanes vs the reference's double), an error of a few
  *    float32 ulps of the sum of magnitudes, far below 1e-5 of it for rows of
  *    this length; a wrong nibble, scale or block is far above it.
+ *    Every n_y must also give each row the bits it gets alone (n_y = 1):
+ *    the matmul's batch invariance rests on it.
+ *  - gemm: where a level has a packed-panel GEMM (impl.h), every row of a
+ *    full and a partial panel against n_y = 1..8 activation rows must equal
+ *    that level's dot of the row alone bit for bit (and so the reference
+ *    within the dot tolerance, checked too), and write nothing else.
  *  - act: the F32 -> Q8_0, Q8_1, Q8_K, F16, BF16 converters must be byte-
  *    identical to be_quant_row() on random rows, ties (values exactly half a
  *    quantization step), zeros, tiny and huge values, and for F16/BF16 also
@@ -142,6 +148,12 @@ static void dot_case(const struct be_cpu_kernels *k, enum be_type t, int64_t n, 
         for (int j = 0; j <= BE_CPU_MAX_NY; j++)
             got[j] = NAN;
         k->dot[t](n, xq, y0, ys, ny, got);
+        float alone[BE_CPU_MAX_NY];
+        for (int j = 0; j < ny; j++)
+            k->dot[t](n, xq, y0 + j * ys, ys, 1, &alone[j]);
+        if (memcmp(got, alone, (size_t)ny * sizeof(float)) != 0)
+            fail_msg("%s dot %s n=%lld n_y=%d: a row differs from its n_y = 1 bits", k->isa_name,
+                     ti->name, (long long)n, ny);
         for (int j = 0; j < ny; j++) {
             if (!dot_close(got[j], ref[j], mag[j]))
                 fail_msg("%s dot %s n=%lld n_y=%d row %d: got %.9g, ref %.9g, |diff| %g > %g * %g",
@@ -187,6 +199,116 @@ static void test_dot(void **state)
     }
     printf("level %s: %d dot comparisons, %zu weight types\n", k->isa_name,
            g_dot_checks - before, N_WEIGHT_TYPES);
+}
+
+/* ---- gemm ---- */
+
+static int g_gemm_checks;
+
+/* One weight type, one row length: a panel of n_rows rows against n_y =
+ * 1..BE_CPU_GEMM_NY activation rows. */
+static void gemm_case(const struct be_cpu_kernels *k, enum be_type t, int64_t n, int n_rows,
+                      uint64_t *rng)
+{
+    const struct be_type_info *ti = be_type_info(t);
+    const enum be_type vt = ti->vec_dot_type;
+    const struct be_cpu_gemm *g = &k->gemm[t];
+    const size_t wrow = be_row_size(t, n) + 2 * align_of(t); /* rows apart by more than a row */
+    const size_t y_row = be_row_size(vt, n), ys = y_row + 3 * align_of(vt);
+    const size_t panel = (size_t)g->bytes_per_blk * (size_t)(n / ti->blck);
+    const size_t ss = BE_CPU_GEMM_ROWS + 3; /* result stride, more than a panel */
+    uint8_t *w = malloc(wrow * BE_CPU_GEMM_ROWS + 64), *ybuf = malloc(ys * BE_CPU_GEMM_NY + 64);
+    uint8_t *pk = aligned_alloc(64, (panel + 63) / 64 * 64);
+    float *xf = malloc((size_t)n * sizeof(float)), *xd = malloc((size_t)n * sizeof(float)),
+          *yd = malloc((size_t)n * sizeof(float));
+    float *got = malloc(ss * (BE_CPU_GEMM_NY + 1) * sizeof(float));
+    assert_non_null(w);
+    assert_non_null(ybuf);
+    assert_non_null(pk);
+    uint8_t *y0 = ybuf + align_of(vt);
+
+    for (int r = 0; r < n_rows; r++) {
+        fill_random(xf, n, 1.0f + r, rng);
+        be_quant_row(t, xf, w + align_of(t) + r * wrow, n);
+    }
+    for (int j = 0; j < BE_CPU_GEMM_NY; j++) {
+        fill_random(xf, n, 0.5f + j, rng);
+        be_quant_row(vt, xf, y0 + j * ys, n);
+    }
+    memset(pk, 0xa5, panel); /* stale bytes must not reach a result */
+    g->pack(w + align_of(t), wrow, n_rows, n, pk);
+    for (int ny = 1; ny <= BE_CPU_GEMM_NY; ny++) {
+        for (size_t i = 0; i < ss * (BE_CPU_GEMM_NY + 1); i++)
+            got[i] = NAN;
+        g->run(n, pk, y0, ys, ny, got, ss, n_rows);
+        for (int j = 0; j <= BE_CPU_GEMM_NY; j++) {
+            for (size_t r = 0; r < ss; r++) {
+                const float v = got[j * ss + r];
+                if (j >= ny || r >= (size_t)n_rows) {
+                    if (!isnan(v))
+                        fail_msg("%s gemm %s n_y=%d n_rows=%d wrote s[%d][%zu]", k->isa_name,
+                                 ti->name, ny, n_rows, j, r);
+                    continue;
+                }
+                const uint8_t *xr = w + align_of(t) + r * wrow, *yr = y0 + j * ys;
+                float alone;
+                k->dot[t](n, xr, yr, ys, 1, &alone);
+                if (memcmp(&v, &alone, sizeof v) != 0)
+                    fail_msg("%s gemm %s n=%lld n_y=%d row %zu token %d: %.9g, dot alone %.9g",
+                             k->isa_name, ti->name, (long long)n, ny, r, j, v, alone);
+                const float ref = be_vec_dot_ref(t, n, xr, yr);
+                const double mag = mag_get(t, xr, vt, yr, n, xd, yd);
+                if (!dot_close(v, ref, mag))
+                    fail_msg("%s gemm %s n=%lld row %zu token %d: got %.9g, ref %.9g", k->isa_name,
+                             ti->name, (long long)n, r, j, v, ref);
+                g_gemm_checks++;
+            }
+        }
+    }
+    /* Negative control: a changed weight row changes its bits. */
+    uint8_t *x0 = w + align_of(t);
+    float before = got[0], after = NAN;
+    fill_random(xf, n, 7.0f, rng);
+    be_quant_row(t, xf, x0, n);
+    g->pack(x0, wrow, n_rows, n, pk);
+    g->run(n, pk, y0, ys, 1, &after, ss, 1);
+    assert_true(memcmp(&before, &after, sizeof after) != 0);
+    free(w);
+    free(ybuf);
+    free(pk);
+    free(xf);
+    free(xd);
+    free(yd);
+    free(got);
+}
+
+static void test_gemm(void **state)
+{
+    const struct be_cpu_kernels *k = level_get(state);
+    if (!k) {
+        skip();
+        return;
+    }
+    if (*(const enum be_cpu_isa *)*state == BE_CPU_ISA_AVX512VNNI) /* the prefill types */
+        assert_true(k->gemm[BE_TYPE_Q4_K].pack && k->gemm[BE_TYPE_Q5_K].pack &&
+                    k->gemm[BE_TYPE_Q6_K].pack);
+    uint64_t rng = 0x9e3779b9u + (uint64_t)*(const enum be_cpu_isa *)*state;
+    int before = g_gemm_checks, n_types = 0;
+    for (size_t ti = 0; ti < N_WEIGHT_TYPES; ti++) {
+        enum be_type t = g_weight_types[ti];
+        if (!k->gemm[t].pack)
+            continue;
+        assert_non_null(k->gemm[t].run);
+        n_types++;
+        const int64_t blck = be_type_info(t)->blck;
+        static const int64_t blocks[] = {1, 3, 17};
+        static const int rows[] = {BE_CPU_GEMM_ROWS, 5, 1};
+        for (size_t b = 0; b < 3; b++)
+            for (size_t r = 0; r < 3; r++)
+                gemm_case(k, t, blocks[b] * blck, rows[r], &rng);
+    }
+    printf("level %s: %d gemm comparisons, %d weight types\n", k->isa_name,
+           g_gemm_checks - before, n_types);
 }
 
 /* ---- act ---- */
@@ -408,6 +530,10 @@ int main(void)
         cmocka_unit_test_prestate(test_dot, (void *)&g_levels[BE_CPU_ISA_AVX2]),
         cmocka_unit_test_prestate(test_dot, (void *)&g_levels[BE_CPU_ISA_AVX512]),
         cmocka_unit_test_prestate(test_dot, (void *)&g_levels[BE_CPU_ISA_AVX512VNNI]),
+        cmocka_unit_test_prestate(test_gemm, (void *)&g_levels[BE_CPU_ISA_SCALAR]),
+        cmocka_unit_test_prestate(test_gemm, (void *)&g_levels[BE_CPU_ISA_AVX2]),
+        cmocka_unit_test_prestate(test_gemm, (void *)&g_levels[BE_CPU_ISA_AVX512]),
+        cmocka_unit_test_prestate(test_gemm, (void *)&g_levels[BE_CPU_ISA_AVX512VNNI]),
         cmocka_unit_test_prestate(test_act, (void *)&g_levels[BE_CPU_ISA_SCALAR]),
         cmocka_unit_test_prestate(test_act, (void *)&g_levels[BE_CPU_ISA_AVX2]),
         cmocka_unit_test_prestate(test_act, (void *)&g_levels[BE_CPU_ISA_AVX512]),

@@ -10,8 +10,8 @@
  *
  * Invariants a reader must know:
  *  - No op allocates; scratch memory (converted activations, per-thread
- *    attention buffers) is sized by reserve(), which the engine calls once at
- *    start with the largest batch and row it will use.
+ *    attention buffers and GEMM panels) is sized by reserve(), which the
+ *    engine calls once at start with the largest batch and row it will use.
  *  - Results do not depend on thread scheduling: every output element is
  *    computed by exactly one task, in an order fixed by the op's shape, and a
  *    task's result does not depend on which thread runs it. The matmul token
@@ -19,7 +19,12 @@
  *    even the same for every thread count.
  *  - Matmul reads each weight row once per group of up to 4 tokens; for
  *    many tokens it walks an L2-sized tile of rows once per token group, so
- *    the weights come from memory once per op.
+ *    the weights come from memory once per op. From 3 tokens on, types with
+ *    a GEMM (Q4_K, Q5_K, Q6_K at the VNNI level) instead pack each tile
+ *    into 16-row panels in per-thread memory and run the GEMM on them, 8
+ *    tokens at a time; the GEMM gives each (row, token) the bits of the dot
+ *    kernel, so a token's output is the same in every batch (n_tok = 1
+ *    included) and at every thread count.
  */
 #include "kernels/backend.h"
 
@@ -34,6 +39,13 @@
 /* Weight bytes of one matmul tile: walked once per token group, so it
  * should stay in L2 together with the activations being streamed past. */
 #define MM_TILE_BYTES (256 * 1024)
+/* The same for the packed panels of the GEMM path (per thread). */
+#define MM_PACK_BYTES (256 * 1024)
+/* From this many tokens on, types with a GEMM (impl.h) pack their rows
+ * into panels once per tile and run the GEMM on them; below, packing costs
+ * more than it saves (measured on Zen 4: at 2 tokens the dot path is 10-30 %
+ * faster, at 3 the GEMM 20-30 %). The result is the same bits either way. */
+#define MM_GEMM_MIN_TOK 3
 /* Below this many weight bytes per thread, a matmul is split in exactly
  * one task per thread; above, in a few per thread so that a slow thread
  * can be helped. */
@@ -70,6 +82,8 @@ struct cpu_ctx {
     size_t act_bytes;
     float *scratch;     /* n_threads * scratch_len floats, per-thread attention buffers */
     size_t scratch_len; /* floats per thread */
+    uint8_t *pack;      /* n_threads * pack_len bytes, per-thread matmul GEMM panels */
+    size_t pack_len;    /* bytes per thread, a multiple of 64 */
 };
 
 /* ---- plain vector loops (the reference, and the fallback without AVX2) ---- */
@@ -166,6 +180,7 @@ static void cpu_free(struct be *be)
     be_cpu__pool_free(c->pool);
     free(c->act);
     free(c->scratch);
+    free(c->pack);
     free(c);
     free(be);
 }
@@ -199,6 +214,16 @@ static int cpu_reserve(struct be *be, int64_t n_tok_max, int64_t n_in_max, int64
         if (rc == 0)
             c->scratch_len = per;
     }
+    /* Per thread: the GEMM panels of one matmul tile, at least one panel
+     * of the longest row (at most 23 bytes per value: Q6_K's 5760 per 256). */
+    size_t pack = (size_t)n_in_max * 23 > MM_PACK_BYTES ? (size_t)n_in_max * 23 : MM_PACK_BYTES;
+    pack = (pack + 63) / 64 * 64;
+    if (rc == 0 && pack > c->pack_len) {
+        size_t have = c->pack_len * (size_t)c->n_threads;
+        rc = grow((void **)&c->pack, &have, pack * (size_t)c->n_threads);
+        if (rc == 0)
+            c->pack_len = pack;
+    }
     (void)n_ctx_max;
     return rc;
 }
@@ -208,6 +233,8 @@ static int cpu_reserve(struct be *be, int64_t n_tok_max, int64_t n_in_max, int64
 struct mm_job {
     struct cpu_ctx *c;
     be_cpu_dot_fn dot;   /* NULL: be_vec_dot_ref */
+    const struct be_cpu_gemm *gemm; /* non-NULL: the GEMM path */
+    size_t panel;        /* bytes of one GEMM panel */
     be_cpu_act_fn actf;  /* NULL: be_quant_row */
     enum be_type wt, vt;
     float *y;
@@ -276,6 +303,49 @@ static void mm_rows_task(void *ctx, int64_t task, int thread_id)
     }
 }
 
+/* The GEMM path: a task's rows in tiles of whole panels; each tile is
+ * packed into this thread's panel memory once and then run against every
+ * group of BE_CPU_GEMM_NY tokens. */
+static void mm_gemm_task(void *ctx, int64_t task, int thread_id)
+{
+    const struct mm_job *j = ctx;
+    const int64_t r0 = task * j->rows_per_task;
+    const int64_t r1 = r0 + j->rows_per_task < j->n_out ? r0 + j->rows_per_task : j->n_out;
+    const int64_t n_out = j->n_out, n_tok = j->n_tok;
+    uint8_t *pk = j->c->pack + (size_t)thread_id * j->c->pack_len;
+    const struct be_cpu_gemm *g = j->gemm;
+
+    for (int64_t tr0 = r0; tr0 < r1; tr0 += j->tile_rows) {
+        const int64_t tr1 = tr0 + j->tile_rows < r1 ? tr0 + j->tile_rows : r1;
+        const int64_t np = (tr1 - tr0 + BE_CPU_GEMM_ROWS - 1) / BE_CPU_GEMM_ROWS;
+        for (int64_t p = 0; p < np; p++) {
+            const int64_t o = tr0 + p * BE_CPU_GEMM_ROWS;
+            const int nr = tr1 - o < BE_CPU_GEMM_ROWS ? (int)(tr1 - o) : BE_CPU_GEMM_ROWS;
+            /* The next panel's rows (contiguous) come from memory while
+             * this one is packed. */
+            const int64_t o2 = o + BE_CPU_GEMM_ROWS;
+            if (o2 < r1) {
+                const int64_t e2 = o2 + BE_CPU_GEMM_ROWS < r1 ? o2 + BE_CPU_GEMM_ROWS : r1;
+                const uint8_t *pf = j->w + o2 * j->wrow;
+                for (size_t b = 0; b < (size_t)(e2 - o2) * j->wrow; b += 64)
+                    __builtin_prefetch(pf + b, 0, 3);
+            }
+            g->pack(j->w + o * j->wrow, j->wrow, nr, j->n_in, pk + p * j->panel);
+        }
+        for (int64_t t0 = 0; t0 < n_tok; t0 += BE_CPU_GEMM_NY) {
+            const int ny = n_tok - t0 < BE_CPU_GEMM_NY ? (int)(n_tok - t0) : BE_CPU_GEMM_NY;
+            const uint8_t *a = j->act + t0 * j->arow;
+            /* hot: every panel of the tile against ny tokens */
+            for (int64_t p = 0; p < np; p++) {
+                const int64_t o = tr0 + p * BE_CPU_GEMM_ROWS;
+                const int nr = tr1 - o < BE_CPU_GEMM_ROWS ? (int)(tr1 - o) : BE_CPU_GEMM_ROWS;
+                g->run(j->n_in, pk + p * j->panel, a, j->arow, ny, j->y + t0 * n_out + o,
+                       (size_t)n_out, nr);
+            }
+        }
+    }
+}
+
 static void cpu_matmul(struct be *be, float *y, const void *w, enum be_type wt, int64_t n_in,
                        int64_t n_out, const float *x, int64_t n_tok)
 {
@@ -315,6 +385,28 @@ static void cpu_matmul(struct be *be, float *y, const void *w, enum be_type wt, 
             n_conv = (n_tok + j.toks_per_task - 1) / j.toks_per_task;
         }
         be_cpu__pool_run(c->pool, mm_convert_task, &j, n_conv);
+    }
+
+    /* GEMM: tasks and tiles of whole panels, the tile's panels within
+     * this thread's pack memory. */
+    const struct be_cpu_gemm *g = c->kern ? &c->kern->gemm[wt] : NULL;
+    if (g && g->pack && n_tok >= MM_GEMM_MIN_TOK && c->pack) {
+        j.gemm = g;
+        j.panel = (size_t)g->bytes_per_blk * (size_t)(n_in / ti->blck);
+        j.panel = (j.panel + 63) / 64 * 64;
+        ASSERT(j.panel <= c->pack_len);
+        const int64_t n_panels = (n_out + BE_CPU_GEMM_ROWS - 1) / BE_CPU_GEMM_ROWS;
+        const int64_t tile_panels = (int64_t)(c->pack_len / j.panel);
+        const int64_t n_tiles = (n_panels + tile_panels - 1) / tile_panels;
+        int64_t n_tasks = n_tiles > nt * 2 ? n_tiles : nt * 2;
+        if (n_tasks > n_panels)
+            n_tasks = n_panels;
+        const int64_t ppt = (n_panels + n_tasks - 1) / n_tasks;
+        j.rows_per_task = ppt * BE_CPU_GEMM_ROWS;
+        j.tile_rows = (ppt < tile_panels ? ppt : tile_panels) * BE_CPU_GEMM_ROWS;
+        n_tasks = (n_out + j.rows_per_task - 1) / j.rows_per_task;
+        be_cpu__pool_run(c->pool, mm_gemm_task, &j, n_tasks);
+        return;
     }
 
     j.pf_rows = (int64_t)((MM_PREFETCH_BYTES + j.wrow - 1) / j.wrow);

@@ -17,6 +17,14 @@
  *  - Integer sums stay exact inside a block (or a K-quant super-block) and
  *    are scaled in float32 with FMA, as llama.cpp does; only the float
  *    summation order differs from be_vec_dot_ref().
+ *  - K-quant canonical order (Q4_K, Q5_K, Q6_K): each super-block is first
+ *    reduced to exact integers, S = sum_s sc[s] * dot_s (Q6_K's -32 offset
+ *    included) and for Q4_K/Q5_K M = sum_s min[s] * bsum_s, and then each
+ *    (row, token) takes one float step per super-block, in order:
+ *    acc = fma(d * yd, (float)S, acc), accm = fma(dmin * yd, (float)M, accm),
+ *    result acc - accm (Q6_K: acc). The packed-panel GEMM of dot_avx512.c
+ *    does the same steps lane by lane, so dot and GEMM give the same bits;
+ *    a change to one must be made to the other.
  *  - The activation converters are bit-identical to be_quant_row(): same
  *    float operations in the same order, rounding done exactly (roundf's
  *    half-away-from-zero rebuilt from trunc, Q8_K's rint by vroundps), and
@@ -361,15 +369,15 @@ HOT __m128i k4_min_dot(__m128i mins16, const int16_t *bsums)
  * The float steps follow the K-quant canonical order (see the top of the
  * file): per super-block the exact integer sums S = sum sc[s] * dot_s and
  * M = sum mins[s] * bsum_s, then acc = fma(d * yd, S, acc) and
- * accm = fma(dmin * yd, M, accm) in lanes 0 and 1 of one register; the
- * result is acc - accm. */
+ * accm = fma(dmin * yd, M, accm) in lanes 0 and 2 of one register (1 and 3
+ * are copies); the result is acc - accm. */
 #define K4_BODY(name, BT, HAS_QH)                                                          \
     HOT void name##_body(int64_t n, const void *vx, const void *vy, size_t ys, const int ny, \
                          float *s)                                                         \
     {                                                                                      \
         const BT *x = vx;                                                                  \
         Y_ROWS(struct block_q8_K, y, vy, ys, ny);                                          \
-        __m128 acc[BE_CPU_MAX_NY]; /* lane 0: acc, lane 1: accm */                         \
+        __m128 acc[BE_CPU_MAX_NY]; /* lane 0: acc, lane 2: accm */                         \
         for (int j = 0; j < ny; j++)                                                       \
             acc[j] = _mm_setzero_ps();                                                     \
         const __m256i m4 = _mm256_set1_epi8(0x0f);                                         \
@@ -404,18 +412,19 @@ HOT __m128i k4_min_dot(__m128i mins16, const int16_t *bsums)
                     sumi[j] = dp_i16(sumi[j], _mm256_maddubs_epi16(hi, loadu256(q8 + 32)), sh); \
                 }                                                                          \
             }                                                                              \
+            const __m128 dxm = _mm_setr_ps(dx, dx, dmx, dmx);                              \
             for (int j = 0; j < ny; j++) {                                                 \
                 const __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(sumi[j]),          \
                                                  _mm256_extracti128_si256(sumi[j], 1));    \
-                __m128i sm = _mm_hadd_epi32(s4, k4_min_dot(mins16, y[j][i].bsums));         \
-                sm = _mm_hadd_epi32(sm, sm); /* S, M, S, M */                              \
-                const float yd = y[j][i].d;                                                \
-                const __m128 dd = _mm_setr_ps(dx * yd, dmx * yd, 0.0f, 0.0f);              \
+                const __m128i mn4 = k4_min_dot(mins16, y[j][i].bsums);                     \
+                __m128i sm = _mm_add_epi32(_mm_unpacklo_epi64(s4, mn4), _mm_unpackhi_epi64(s4, mn4)); \
+                sm = _mm_add_epi32(sm, _mm_shuffle_epi32(sm, 0xb1)); /* S, S, M, M */      \
+                const __m128 dd = _mm_mul_ps(dxm, _mm_set1_ps(y[j][i].d));                 \
                 acc[j] = _mm_fmadd_ps(dd, _mm_cvtepi32_ps(sm), acc[j]);                    \
             }                                                                              \
         }                                                                                  \
         for (int j = 0; j < ny; j++)                                                       \
-            s[j] = _mm_cvtss_f32(acc[j]) - _mm_cvtss_f32(_mm_movehdup_ps(acc[j]));         \
+            s[j] = _mm_cvtss_f32(acc[j]) - _mm_cvtss_f32(_mm_movehl_ps(acc[j], acc[j]));   \
     }
 
 K4_BODY(d256_q4_k, struct block_q4_K, 0)

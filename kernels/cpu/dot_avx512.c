@@ -11,7 +11,10 @@
  * dot_vnni_avx512.c includes this file with DOT_VNNI defined: the int8 and
  * int16 multiply-adds become vpdpbusd / vpdpwssd and BF16 uses vdpbf16ps;
  * that table is be_cpu__dot_avx512vnni_fill(), this one
- * be_cpu__dot_avx512_fill().
+ * be_cpu__dot_avx512_fill(). The VNNI level also has the prefill GEMM of
+ * Q4_K, Q5_K and Q6_K on packed 16-row panels (impl.h's be_cpu_gemm): one
+ * vpdpbusd there does 4 values of 16 rows, where the dot kernels need a
+ * vpmaddubsw and a vpdpwssd for 2 values of 16 lanes of one row.
  *
  * Invariants a reader must know:
  *  - The Makefile compiles *_avx512.c with VNNI and BF16 enabled, but the
@@ -236,9 +239,9 @@ HOT void d512_q6_k_body(int64_t n, const void *vx, const void *vy, size_t ys, co
 {
     const struct block_q6_K *x = vx;
     Y_ROWS(struct block_q8_K, y, vy, ys, ny);
-    __m512 acc[BE_CPU_MAX_NY];
+    __m128 acc[BE_CPU_MAX_NY]; /* lane 0, in the K-quant canonical order */
     for (int j = 0; j < ny; j++)
-        acc[j] = _mm512_setzero_ps();
+        acc[j] = _mm_setzero_ps();
     const __m512i m4 = _mm512_set1_epi8(0x0f), m3 = _mm512_set1_epi8(3);
     /* int16 lane l of a zmm of 64 values belongs to sub-block l / 8. */
     const __m512i sub_idx = _mm512_srli_epi16(
@@ -270,12 +273,315 @@ HOT void d512_q6_k_body(int64_t n, const void *vx, const void *vy, size_t ys, co
         }
         const float dx = f16f(x[i].d);
         for (int j = 0; j < ny; j++)
-            acc[j] = _mm512_fmadd_ps(_mm512_set1_ps(dx * y[j][i].d), _mm512_cvtepi32_ps(sumi[j]), acc[j]);
+            acc[j] = _mm_fmadd_ss(_mm_set_ss(dx * y[j][i].d),
+                                  _mm_cvtsi32_ss(_mm_setzero_ps(), _mm512_reduce_add_epi32(sumi[j])), acc[j]);
     }
     for (int j = 0; j < ny; j++)
-        s[j] = _mm512_reduce_add_ps(acc[j]);
+        s[j] = _mm_cvtss_f32(acc[j]);
 }
 DOT_ENTRY(d512_q6_k)
+
+#ifdef DOT_VNNI
+/* ---- K-quant GEMM on packed panels ----
+ *
+ * A panel holds BE_CPU_GEMM_ROWS = 16 weight rows, unpacked and interleaved
+ * so that one zmm has 4 consecutive values of each of the 16 rows (row r in
+ * int32 lane r). vpdpbusd of such a register with 4 activation bytes
+ * broadcast to every lane then adds the partial dot products of 16 rows at
+ * once; the 6-bit (or 8-bit) sub-block scales, a different one per lane,
+ * are applied once per sub-block with vpmulld. Every lane thus computes the
+ * same exact integer S (and M) per super-block as the dot kernels, and the
+ * float steps per (row, token) are the canonical ones of dot_avx2.c, so a
+ * panel's results are bit-identical to dot[t] with any n_y.
+ *
+ * Layout of one super-block (256 values) of a panel, KP_SB(nsub) bytes:
+ *   uint8_t q[64][16][4]    value 4g + k of row r at q[g][r][k] (unsigned)
+ *   int32_t sc[nsub][16]    sub-block scales (nsub = 8 or 16)
+ *   int16_t cm[8][16][2]    pairs multiplied with bsums[2u], bsums[2u + 1]:
+ *                           Q4_K/Q5_K (min u, min u), Q6_K (-32 sc[2u],
+ *                           -32 sc[2u + 1]), the -32 offset of the values
+ *   float   d[16], dmin[16] (dmin 0 for Q6_K)
+ * Rows past n_rows are zero. Sizes are multiples of 64 so that a panel
+ * packed at a 64-byte boundary keeps every zmm aligned. */
+
+#define KP_Q 4096
+/* The token and group loops must unroll so that the per-token sums stay in
+ * registers; -O2 alone keeps them in a stack array. */
+#define UNROLL _Pragma("GCC unroll 16")
+#define KP_SB(nsub) (KP_Q + 64 * (nsub) + 512 + 128)
+
+/* r[k] lane m -> r[m] lane k, for 16 x 16 int32: 4x4 transposes inside
+ * the 128-bit lanes of each group of 4 rows, then a 4x4 transpose of the
+ * 128-bit lanes. */
+HOT void tr16x16(__m512i r[16])
+{
+    __m512i u[16];
+    UNROLL
+    for (int q = 0; q < 4; q++) {
+        const __m512i t0 = _mm512_unpacklo_epi32(r[4 * q], r[4 * q + 1]);
+        const __m512i t1 = _mm512_unpackhi_epi32(r[4 * q], r[4 * q + 1]);
+        const __m512i t2 = _mm512_unpacklo_epi32(r[4 * q + 2], r[4 * q + 3]);
+        const __m512i t3 = _mm512_unpackhi_epi32(r[4 * q + 2], r[4 * q + 3]);
+        /* u[4q + k] lane L: dword 4L + k of rows 4q .. 4q+3 */
+        u[4 * q] = _mm512_unpacklo_epi64(t0, t2);
+        u[4 * q + 1] = _mm512_unpackhi_epi64(t0, t2);
+        u[4 * q + 2] = _mm512_unpacklo_epi64(t1, t3);
+        u[4 * q + 3] = _mm512_unpackhi_epi64(t1, t3);
+    }
+    UNROLL
+    for (int k = 0; k < 4; k++) {
+        const __m512i x0 = _mm512_shuffle_i32x4(u[k], u[4 + k], 0x44);
+        const __m512i x1 = _mm512_shuffle_i32x4(u[k], u[4 + k], 0xee);
+        const __m512i x2 = _mm512_shuffle_i32x4(u[8 + k], u[12 + k], 0x44);
+        const __m512i x3 = _mm512_shuffle_i32x4(u[8 + k], u[12 + k], 0xee);
+        r[k] = _mm512_shuffle_i32x4(x0, x2, 0x88);
+        r[4 + k] = _mm512_shuffle_i32x4(x0, x2, 0xdd);
+        r[8 + k] = _mm512_shuffle_i32x4(x1, x3, 0x88);
+        r[12 + k] = _mm512_shuffle_i32x4(x1, x3, 0xdd);
+    }
+}
+
+/* The value bytes of one super-block of a panel from tmp[16][256], the 16
+ * rows' values in order (64-byte aligned). */
+HOT void kp_values_store(uint8_t *p, const uint8_t *tmp)
+{
+    UNROLL
+    for (int c = 0; c < 4; c++) {
+        __m512i v[16];
+        UNROLL
+        for (int r = 0; r < 16; r++)
+            v[r] = _mm512_load_si512(tmp + 256 * r + 64 * c);
+        tr16x16(v);
+        UNROLL
+        for (int m = 0; m < 16; m++)
+            _mm512_store_si512(p + 64 * (16 * c + m), v[m]);
+    }
+}
+
+/* Q4_K (HAS_QH 0) and Q5_K (HAS_QH 1) rows into a panel: the scales of 16
+ * rows are decoded together, lane r from row r's 12 scale bytes. */
+#define K4_PACK(name, BT, HAS_QH)                                                          \
+    static void name(const void *vw, size_t wrow, int n_rows, int64_t n, void *vdst)       \
+    {                                                                                      \
+        const int64_t nb = n / QK_K;                                                       \
+        uint8_t *dst = vdst;                                                               \
+        const __m256i m4 = _mm256_set1_epi8(0x0f), one = _mm256_set1_epi8(1);              \
+        _Alignas(64) uint8_t tmp[16][QK_K];                                                \
+        _Alignas(64) uint32_t raw[3][16];                                                  \
+        for (int64_t i = 0; i < nb; i++) {                                                 \
+            uint8_t *p = dst + i * KP_SB(8);                                               \
+            float *dp = (float *)(void *)(p + KP_Q + 64 * 8 + 512);                        \
+            for (int r = 0; r < 16; r++) {                                                 \
+                if (r >= n_rows) {                                                         \
+                    memset(tmp[r], 0, QK_K);                                               \
+                    raw[0][r] = raw[1][r] = raw[2][r] = 0;                                 \
+                    dp[r] = dp[16 + r] = 0.0f;                                             \
+                    continue;                                                              \
+                }                                                                          \
+                const BT *x = (const BT *)(const void *)((const uint8_t *)vw + (size_t)r * wrow) + i; \
+                memcpy(&raw[0][r], x->scales, 4);                                          \
+                memcpy(&raw[1][r], x->scales + 4, 4);                                      \
+                memcpy(&raw[2][r], x->scales + 8, 4);                                      \
+                dp[r] = f16f(x->d);                                                        \
+                dp[16 + r] = f16f(x->dmin);                                                \
+                __m256i hv = _mm256_setzero_si256();                                       \
+                if (HAS_QH)                                                                \
+                    hv = loadu256(((const struct block_q5_K *)(const void *)x)->qh);       \
+                UNROLL                                                                     \
+                for (int q = 0; q < 4; q++) {                                              \
+                    const __m256i b = loadu256(x->qs + 32 * q);                            \
+                    __m256i lo = _mm256_and_si256(b, m4);                                  \
+                    __m256i hi = _mm256_and_si256(_mm256_srli_epi16(b, 4), m4);            \
+                    if (HAS_QH) {                                                          \
+                        lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(hv, one), 4)); \
+                        hv = _mm256_srli_epi16(hv, 1);                                     \
+                        hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(hv, one), 4)); \
+                        hv = _mm256_srli_epi16(hv, 1);                                     \
+                    }                                                                      \
+                    _mm256_store_si256((__m256i *)(void *)(tmp[r] + 64 * q), lo);          \
+                    _mm256_store_si256((__m256i *)(void *)(tmp[r] + 64 * q + 32), hi);     \
+                }                                                                          \
+            }                                                                              \
+            kp_values_store(p, &tmp[0][0]);                                                \
+            kp_k4_scales_store(p, raw);                                                    \
+        }                                                                                  \
+    }
+
+/* k4_scales_decode() on 16 rows at once: sc[s] and (min, min) pairs. */
+HOT void kp_k4_scales_store(uint8_t *p, uint32_t raw[3][16])
+{
+    const __m512i u0 = _mm512_load_si512(raw[0]), u1 = _mm512_load_si512(raw[1]),
+                  u2 = _mm512_load_si512(raw[2]);
+    const __m512i k1 = _mm512_set1_epi32(0x3f3f3f3f), k2 = _mm512_set1_epi32(0x0f0f0f0f),
+                  k3 = _mm512_set1_epi32(0x03030303), ff = _mm512_set1_epi32(0xff);
+    const __m512i sc03 = _mm512_and_si512(u0, k1);
+    const __m512i sc47 = _mm512_or_si512(_mm512_and_si512(u2, k2),
+                                         _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(u0, 6), k3), 4));
+    const __m512i mn03 = _mm512_and_si512(u1, k1);
+    const __m512i mn47 = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(u2, 4), k2),
+                                         _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(u1, 6), k3), 4));
+    uint8_t *scp = p + KP_Q, *cmp = p + KP_Q + 64 * 8;
+    UNROLL
+    for (int k = 0; k < 4; k++) {
+        const __m512i a = _mm512_and_si512(_mm512_srli_epi32(sc03, 8 * k), ff);
+        const __m512i b = _mm512_and_si512(_mm512_srli_epi32(sc47, 8 * k), ff);
+        const __m512i ma = _mm512_and_si512(_mm512_srli_epi32(mn03, 8 * k), ff);
+        const __m512i mb = _mm512_and_si512(_mm512_srli_epi32(mn47, 8 * k), ff);
+        _mm512_store_si512(scp + 64 * k, a);
+        _mm512_store_si512(scp + 64 * (4 + k), b);
+        _mm512_store_si512(cmp + 64 * k, _mm512_or_si512(ma, _mm512_slli_epi32(ma, 16)));
+        _mm512_store_si512(cmp + 64 * (4 + k), _mm512_or_si512(mb, _mm512_slli_epi32(mb, 16)));
+    }
+}
+
+K4_PACK(kp_pack_q4_k, struct block_q4_K, 0)
+K4_PACK(kp_pack_q5_k, struct block_q5_K, 1)
+
+static void kp_pack_q6_k(const void *vw, size_t wrow, int n_rows, int64_t n, void *vdst)
+{
+    const int64_t nb = n / QK_K;
+    uint8_t *dst = vdst;
+    const __m256i m4 = _mm256_set1_epi8(0x0f), m3 = _mm256_set1_epi8(3);
+    _Alignas(64) uint8_t tmp[16][QK_K];
+    for (int64_t i = 0; i < nb; i++) {
+        uint8_t *p = dst + i * KP_SB(16);
+        float *dp = (float *)(void *)(p + KP_Q + 64 * 16 + 512);
+        __m512i sc[16];
+        for (int r = 0; r < 16; r++) {
+            if (r >= n_rows) {
+                memset(tmp[r], 0, QK_K);
+                sc[r] = _mm512_setzero_si512();
+                dp[r] = dp[16 + r] = 0.0f;
+                continue;
+            }
+            const struct block_q6_K *x =
+                (const struct block_q6_K *)(const void *)((const uint8_t *)vw + (size_t)r * wrow) + i;
+            sc[r] = _mm512_cvtepi8_epi32(loadu128(x->scales));
+            dp[r] = f16f(x->d);
+            dp[16 + r] = 0.0f;
+            UNROLL
+            for (int h = 0; h < 2; h++) {
+                const __m256i qa = loadu256(x->ql + 64 * h), qb = loadu256(x->ql + 64 * h + 32);
+                const __m256i qh = loadu256(x->qh + 32 * h);
+                UNROLL
+                for (int k = 0; k < 4; k++) {
+                    const __m256i l4 = _mm256_and_si256(k < 2 ? (k == 0 ? qa : qb)
+                                                              : _mm256_srli_epi16(k == 2 ? qa : qb, 4), m4);
+                    const __m256i h2 = _mm256_and_si256(_mm256_srli_epi16(qh, 2 * k), m3);
+                    _mm256_store_si256((__m256i *)(void *)(tmp[r] + 128 * h + 32 * k),
+                                       _mm256_or_si256(l4, _mm256_slli_epi16(h2, 4)));
+                }
+            }
+        }
+        kp_values_store(p, &tmp[0][0]);
+        tr16x16(sc); /* sc[s] lane r: scale s of row r */
+        uint8_t *scp = p + KP_Q, *cmp = p + KP_Q + 64 * 16;
+        const __m512i lo16 = _mm512_set1_epi32(0xffff);
+        UNROLL
+        for (int s = 0; s < 16; s++)
+            _mm512_store_si512(scp + 64 * s, sc[s]);
+        UNROLL
+        for (int u = 0; u < 8; u++) {
+            const __m512i a = _mm512_slli_epi32(sc[2 * u], 5), b = _mm512_slli_epi32(sc[2 * u + 1], 5);
+            const __m512i na = _mm512_sub_epi32(_mm512_setzero_si512(), a);
+            const __m512i nb2 = _mm512_sub_epi32(_mm512_setzero_si512(), b);
+            _mm512_store_si512(cmp + 64 * u, _mm512_or_si512(_mm512_and_si512(na, lo16), _mm512_slli_epi32(nb2, 16)));
+        }
+    }
+}
+
+HOT int32_t ld32(const void *p)
+{
+    int32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
+/* One panel against ny tokens: s[t * ss + r] for r < n_rows. NSUB 8 with
+ * mins (Q4_K, Q5_K) or 16 with the offset folded into S (Q6_K). */
+HOT void kgemm_body(int64_t n, const uint8_t *pk, const void *vy, size_t ys, const int ny,
+                    float *s, size_t ss, int n_rows, const int nsub)
+{
+    const struct block_q8_K *y[BE_CPU_GEMM_NY];
+    UNROLL
+    for (int t = 0; t < ny; t++)
+        y[t] = (const struct block_q8_K *)(const void *)((const uint8_t *)vy + (size_t)t * ys);
+    const int has_min = nsub == 8, G = 64 / nsub;
+    __m512 acc[BE_CPU_GEMM_NY], accm[BE_CPU_GEMM_NY];
+    UNROLL
+    for (int t = 0; t < ny; t++)
+        acc[t] = accm[t] = _mm512_setzero_ps();
+    for (int64_t i = 0; i < n / QK_K; i++) { /* hot */
+        const uint8_t *p = pk + i * KP_SB(nsub);
+        const uint8_t *scp = p + KP_Q, *cmp = p + KP_Q + 64 * nsub;
+        const float *dp = (const float *)(const void *)(cmp + 512);
+        __m512i S[BE_CPU_GEMM_NY], C[BE_CPU_GEMM_NY];
+        UNROLL
+        for (int t = 0; t < ny; t++)
+            S[t] = C[t] = _mm512_setzero_si512();
+        for (int sb = 0; sb < nsub; sb++) {
+            __m512i is[BE_CPU_GEMM_NY];
+            UNROLL
+            for (int t = 0; t < ny; t++)
+                is[t] = _mm512_setzero_si512();
+            UNROLL
+            for (int g = 0; g < G; g++) {
+                const int k = sb * G + g;
+                const __m512i w = _mm512_load_si512(p + 64 * k);
+                UNROLL
+                for (int t = 0; t < ny; t++)
+                    is[t] = _mm512_dpbusd_epi32(is[t], w, _mm512_set1_epi32(ld32(y[t][i].qs + 4 * k)));
+            }
+            const __m512i scv = _mm512_load_si512(scp + 64 * sb);
+            UNROLL
+            for (int t = 0; t < ny; t++)
+                S[t] = _mm512_add_epi32(S[t], _mm512_mullo_epi32(is[t], scv));
+        }
+        UNROLL
+        for (int u = 0; u < 8; u++) {
+            const __m512i cmv = _mm512_load_si512(cmp + 64 * u);
+            UNROLL
+            for (int t = 0; t < ny; t++)
+                C[t] = _mm512_dpwssd_epi32(C[t], cmv, _mm512_set1_epi32(ld32(y[t][i].bsums + 2 * u)));
+        }
+        const __m512 dv = _mm512_load_ps(dp), dmv = _mm512_load_ps(dp + 16);
+        UNROLL
+        for (int t = 0; t < ny; t++) {
+            const __m512 yd = _mm512_set1_ps(y[t][i].d);
+            if (has_min) {
+                acc[t] = _mm512_fmadd_ps(_mm512_mul_ps(dv, yd), _mm512_cvtepi32_ps(S[t]), acc[t]);
+                accm[t] = _mm512_fmadd_ps(_mm512_mul_ps(dmv, yd), _mm512_cvtepi32_ps(C[t]), accm[t]);
+            } else {
+                acc[t] = _mm512_fmadd_ps(_mm512_mul_ps(dv, yd),
+                                         _mm512_cvtepi32_ps(_mm512_add_epi32(S[t], C[t])), acc[t]);
+            }
+        }
+    }
+    const __mmask16 m = n_rows >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << n_rows) - 1);
+    UNROLL
+    for (int t = 0; t < ny; t++)
+        _mm512_mask_storeu_ps(s + (size_t)t * ss, m, has_min ? _mm512_sub_ps(acc[t], accm[t]) : acc[t]);
+}
+
+#define KGEMM_ENTRY(name, NSUB)                                                            \
+    static void name(int64_t n, const void *pk, const void *y, size_t ys, int n_y, float *s, \
+                     size_t ss, int n_rows)                                                \
+    {                                                                                      \
+        switch (n_y) {                                                                     \
+        case 1: kgemm_body(n, pk, y, ys, 1, s, ss, n_rows, NSUB); break;                   \
+        case 2: kgemm_body(n, pk, y, ys, 2, s, ss, n_rows, NSUB); break;                   \
+        case 3: kgemm_body(n, pk, y, ys, 3, s, ss, n_rows, NSUB); break;                   \
+        case 4: kgemm_body(n, pk, y, ys, 4, s, ss, n_rows, NSUB); break;                   \
+        case 5: kgemm_body(n, pk, y, ys, 5, s, ss, n_rows, NSUB); break;                   \
+        case 6: kgemm_body(n, pk, y, ys, 6, s, ss, n_rows, NSUB); break;                   \
+        case 7: kgemm_body(n, pk, y, ys, 7, s, ss, n_rows, NSUB); break;                   \
+        default: kgemm_body(n, pk, y, ys, 8, s, ss, n_rows, NSUB); break;                  \
+        }                                                                                  \
+    }
+
+KGEMM_ENTRY(kgemm_k4, 8)
+KGEMM_ENTRY(kgemm_k6, 16)
+#endif /* DOT_VNNI */
 
 /* ---- table ---- */
 
@@ -291,6 +597,9 @@ void DOT512_FILL(struct be_cpu_kernels *k)
     k->dot[BE_TYPE_IQ4_NL] = d512_iq4_nl;
     k->dot[BE_TYPE_Q6_K] = d512_q6_k;
 #ifdef DOT_VNNI
+    k->gemm[BE_TYPE_Q4_K] = (struct be_cpu_gemm){kp_pack_q4_k, kgemm_k4, KP_SB(8)};
+    k->gemm[BE_TYPE_Q5_K] = (struct be_cpu_gemm){kp_pack_q5_k, kgemm_k4, KP_SB(8)};
+    k->gemm[BE_TYPE_Q6_K] = (struct be_cpu_gemm){kp_pack_q6_k, kgemm_k6, KP_SB(16)};
     /* Measured (Zen 4): IQ4_XS and Q3_K run slower with vpdpwssd, whose
      * latency chains their scaled sums; they keep the AVX-512 level's. */
     k->dot[BE_TYPE_IQ4_XS] = NULL;

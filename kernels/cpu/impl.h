@@ -34,10 +34,35 @@ typedef void (*be_cpu_dot_fn)(int64_t n, const void *x, const void *y, size_t y_
 /* Converts n floats to an activation type (Q8_0, Q8_1, Q8_K, F16, BF16). */
 typedef void (*be_cpu_act_fn)(const float *x, void *y, int64_t n);
 
+/*
+ * Prefill GEMM on packed panels, for the weight types where it pays:
+ * pack() unpacks and interleaves BE_CPU_GEMM_ROWS weight rows (n_rows of
+ * them real, 1 <= n_rows <= BE_CPU_GEMM_ROWS, w_stride bytes apart; the rest
+ * padded with zeros) of n values into a panel of bytes_per_blk bytes per
+ * weight block, written at a 64-byte-aligned panel; run() then computes
+ * s[j * s_stride + r] = dot(row r, y_j) for r < n_rows and the n_y
+ * (1 <= n_y <= BE_CPU_GEMM_NY) activation rows y_j at y + j * y_stride.
+ * Each result is bit-identical to the same table's dot[] of that row and
+ * activation row, at any n_y: both follow one float order per (row, token).
+ * A panel is reused for every token group, so the packing is paid once per
+ * row for the whole batch.
+ */
+#define BE_CPU_GEMM_ROWS 16
+#define BE_CPU_GEMM_NY 8
+typedef void (*be_cpu_pack_fn)(const void *w, size_t w_stride, int n_rows, int64_t n, void *panel);
+typedef void (*be_cpu_gemm_fn)(int64_t n, const void *panel, const void *y, size_t y_stride,
+                               int n_y, float *s, size_t s_stride, int n_rows);
+struct be_cpu_gemm {
+    be_cpu_pack_fn pack; /* NULL = no GEMM for this type: use dot */
+    be_cpu_gemm_fn run;
+    uint32_t bytes_per_blk; /* panel bytes per weight block of the type */
+};
+
 struct be_cpu_kernels {
     const char *isa_name;
     be_cpu_dot_fn dot[BE_TYPE_COUNT]; /* by weight type; NULL = not available */
     be_cpu_act_fn act[BE_TYPE_COUNT]; /* by activation type */
+    struct be_cpu_gemm gemm[BE_TYPE_COUNT]; /* by weight type; set only together with dot[] */
 };
 
 /* The best ISA this CPU supports (CPUID and the OS's saved register state). */

@@ -175,8 +175,10 @@ static void tables_build(void)
         if (l == 0)
             continue;
         for (int t = 0; t < BE_TYPE_COUNT; t++) { /* fill the gaps from below */
-            if (!k->dot[t])
+            if (!k->dot[t]) { /* a GEMM only ever goes with its level's own dot */
                 k->dot[t] = g_kernels[l - 1].dot[t];
+                k->gemm[t] = g_kernels[l - 1].gemm[t];
+            }
             if (!k->act[t])
                 k->act[t] = g_kernels[l - 1].act[t];
         }
