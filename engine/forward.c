@@ -47,6 +47,10 @@ struct fwd {
     float *ex_x, *ex_g, *ex_u, *ex_d; /* gathered rows for one expert */
     float *ffn_out;
     float *shexp_gate;      /* n_tok */
+    const void **moe_gate, **moe_up, **moe_down; /* n_expert: active experts' slices */
+    int32_t *moe_off;       /* n_expert + 1 */
+    int32_t *pair_tok;      /* n_tok x k */
+    float *pair_w;
     float *out_rows;        /* n_tok x n_embd (rows whose logits are wanted) */
     int32_t *n_kv;          /* n_tok */
     int64_t *slots;         /* n_tok */
@@ -112,6 +116,12 @@ int fwd_init(struct fwd **out, const struct model *m, struct be *be, const struc
     f->n_kv = zalloc((size_t)T * 4, &fail);
     f->slots = zalloc((size_t)T * 8, &fail);
     f->kv = zalloc(hp->n_layer * sizeof *f->kv, &fail);
+    f->moe_gate = zalloc((size_t)NE * sizeof(void *), &fail);
+    f->moe_up = zalloc((size_t)NE * sizeof(void *), &fail);
+    f->moe_down = zalloc((size_t)NE * sizeof(void *), &fail);
+    f->moe_off = zalloc((size_t)(NE + 1) * 4, &fail);
+    f->pair_tok = zalloc((size_t)(T * K) * 4, &fail);
+    f->pair_w = zalloc((size_t)(T * K) * 4, &fail);
     if (fail)
         goto oom;
 
@@ -130,6 +140,9 @@ int fwd_init(struct fwd **out, const struct model *m, struct be *be, const struc
         f->kv[l].v = (uint8_t *)f->kv_mem + per_layer * (2 * l + 1);
     }
     if (be->ops->reserve(be, T, widest, p->n_ctx) < 0)
+        goto oom;
+    if (hp->n_expert && be->ops->moe_ffn && be->ops->reserve_moe &&
+        be->ops->reserve_moe(be, T * K, hp->n_ff_exp, E) < 0)
         goto oom;
 
     f->rope.mode = m->arch->rope == ARCH_ROPE_NORM ? BE_ROPE_NORM : BE_ROPE_NEOX;
@@ -160,6 +173,12 @@ void fwd_free(struct fwd *f)
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         free(bufs[i]);
     free(f->topk_id);
+    free(f->moe_gate);
+    free(f->moe_up);
+    free(f->moe_down);
+    free(f->moe_off);
+    free(f->pair_tok);
+    free(f->pair_w);
     free(f->ex_cnt);
     free(f->ex_tok);
     free(f->n_kv);
@@ -336,26 +355,56 @@ static void moe_ffn(struct fwd *f, uint32_t il, int64_t n)
         }
     }
     memset(f->ffn_out, 0, (size_t)(n * E) * sizeof(float));
-    for (int64_t e = 0; e < NE; e++) {
-        const int32_t c = f->ex_cnt[e];
-        if (c == 0)
-            continue;
-        for (int32_t i = 0; i < c; i++)
-            memcpy(f->ex_x + (int64_t)i * E, f->xn + (int64_t)f->ex_tok[e * n + i] * E, (size_t)E * 4);
-        /* Each selected expert's three matrices are read once for all its tokens. */
-        ops->matmul(f->be, f->ex_g, model_expert_data(&L->gate_exps, (uint32_t)e), L->gate_exps.type,
-                    E, FF, f->ex_x, c);
-        ops->matmul(f->be, f->ex_u, model_expert_data(&L->up_exps, (uint32_t)e), L->up_exps.type,
-                    E, FF, f->ex_x, c);
-        ops->swiglu(f->be, f->ex_g, f->ex_g, f->ex_u, (int64_t)c * FF);
-        ops->matmul(f->be, f->ex_d, model_expert_data(&L->down_exps, (uint32_t)e), L->down_exps.type,
-                    FF, E, f->ex_g, c);
-        for (int32_t i = 0; i < c; i++)
-            ops->axpy(f->be, f->ffn_out + (int64_t)f->ex_tok[e * n + i] * E, f->ex_d + (int64_t)i * E,
-                      f->ex_w[e * n + i], E);
-        f->st.expert_weight_reads++;
-        f->st.expert_token_rows += (uint64_t)c;
-        f->st.last_distinct_experts++;
+    if (ops->moe_ffn) {
+        /* The whole layer in one call: active experts in increasing id. */
+        struct be_moe_layer ml = {
+            .n_embd = E, .n_ff = FF, .gate_type = L->gate_exps.type, .up_type = L->up_exps.type,
+            .down_type = L->down_exps.type, .gate = f->moe_gate, .up = f->moe_up, .down = f->moe_down,
+            .offset = f->moe_off, .tok = f->pair_tok, .weight = f->pair_w,
+        };
+        int32_t a = 0, p = 0;
+        for (int64_t e = 0; e < NE; e++) {
+            const int32_t c = f->ex_cnt[e];
+            if (c == 0)
+                continue;
+            f->moe_gate[a] = model_expert_data(&L->gate_exps, (uint32_t)e);
+            f->moe_up[a] = model_expert_data(&L->up_exps, (uint32_t)e);
+            f->moe_down[a] = model_expert_data(&L->down_exps, (uint32_t)e);
+            f->moe_off[a] = p;
+            for (int32_t i = 0; i < c; i++, p++) {
+                f->pair_tok[p] = f->ex_tok[e * n + i];
+                f->pair_w[p] = f->ex_w[e * n + i];
+            }
+            a++;
+            f->st.expert_weight_reads++;
+            f->st.expert_token_rows += (uint64_t)c;
+            f->st.last_distinct_experts++;
+        }
+        f->moe_off[a] = p;
+        ml.n_active = a;
+        ops->moe_ffn(f->be, f->ffn_out, f->xn, n, &ml);
+    } else {
+        for (int64_t e = 0; e < NE; e++) {
+            const int32_t c = f->ex_cnt[e];
+            if (c == 0)
+                continue;
+            for (int32_t i = 0; i < c; i++)
+                memcpy(f->ex_x + (int64_t)i * E, f->xn + (int64_t)f->ex_tok[e * n + i] * E, (size_t)E * 4);
+            /* Each selected expert's three matrices are read once for all its tokens. */
+            ops->matmul(f->be, f->ex_g, model_expert_data(&L->gate_exps, (uint32_t)e), L->gate_exps.type,
+                        E, FF, f->ex_x, c);
+            ops->matmul(f->be, f->ex_u, model_expert_data(&L->up_exps, (uint32_t)e), L->up_exps.type,
+                        E, FF, f->ex_x, c);
+            ops->swiglu(f->be, f->ex_g, f->ex_g, f->ex_u, (int64_t)c * FF);
+            ops->matmul(f->be, f->ex_d, model_expert_data(&L->down_exps, (uint32_t)e), L->down_exps.type,
+                        FF, E, f->ex_g, c);
+            for (int32_t i = 0; i < c; i++)
+                ops->axpy(f->be, f->ffn_out + (int64_t)f->ex_tok[e * n + i] * E, f->ex_d + (int64_t)i * E,
+                          f->ex_w[e * n + i], E);
+            f->st.expert_weight_reads++;
+            f->st.expert_token_rows += (uint64_t)c;
+            f->st.last_distinct_experts++;
+        }
     }
     if (L->gate_shexp.t) {
         matmul_w(f, f->shexp_gate, &L->gate_inp_shexp, f->xn, n);

@@ -82,6 +82,7 @@ struct cpu_ctx {
     size_t act_bytes;
     float *scratch;     /* n_threads * scratch_len floats, per-thread attention buffers */
     size_t scratch_len; /* floats per thread */
+    struct be_cpu_moe_scratch moe; /* the grouped MoE op's scratch */
     uint8_t *pack;      /* n_threads * pack_len bytes, per-thread matmul GEMM panels */
     size_t pack_len;    /* bytes per thread, a multiple of 64 */
 };
@@ -181,6 +182,7 @@ static void cpu_free(struct be *be)
     free(c->act);
     free(c->scratch);
     free(c->pack);
+    free(c->moe.mem);
     free(c);
     free(be);
 }
@@ -767,6 +769,21 @@ static bool cpu_supports_type(struct be *be, enum be_type t)
     return ti && ti->weight;
 }
 
+/* ---- grouped MoE layer (kernels/cpu/moe.c) ---- */
+
+static int cpu_reserve_moe(struct be *be, int64_t n_pairs, int64_t n_ff, int64_t n_embd)
+{
+    struct cpu_ctx *c = be->ctx;
+    return be_cpu__moe_reserve(&c->moe, n_pairs, n_pairs, n_ff, n_embd);
+}
+
+static void cpu_moe_ffn(struct be *be, float *y, const float *x, int64_t n_tok, const struct be_moe_layer *l)
+{
+    struct cpu_ctx *c = be->ctx;
+    ASSERT(c->kern != NULL && c->moe.mem != NULL);
+    be_cpu__moe_ffn(c->pool, c->kern, &c->moe, c->pack, c->pack_len, y, x, n_tok, l);
+}
+
 static const struct be_ops g_cpu_ops = {
     .free = cpu_free,
     .reserve = cpu_reserve,
@@ -779,6 +796,8 @@ static const struct be_ops g_cpu_ops = {
     .axpy = cpu_axpy,
     .get_rows = cpu_get_rows,
     .supports_type = cpu_supports_type,
+    .reserve_moe = cpu_reserve_moe,
+    .moe_ffn = cpu_moe_ffn,
 };
 
 int be_cpu_init(struct be **out, const struct be_cpu_params *p)

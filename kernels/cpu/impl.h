@@ -128,4 +128,24 @@ double be_cpu__sumsq_avx2(const float *x, int64_t n);
 /* y[i] = x[i] * s * (w ? w[i] : 1). */
 void be_cpu__scale_mul_avx2(float *y, const float *x, const float *w, float s, int64_t n);
 
+/* ---- grouped MoE layer (moe.c) ---- */
+
+struct be_moe_layer;
+struct be_cpu_pool;
+
+/* Scratch of the grouped MoE op; grown by be_cpu__moe_reserve only. */
+struct be_cpu_moe_scratch {
+    void *mem;
+    size_t bytes;
+};
+
+/* Sizes s for at most n_pairs (expert, token) pairs of n_tok tokens. */
+int be_cpu__moe_reserve(struct be_cpu_moe_scratch *s, int64_t n_pairs, int64_t n_tok, int64_t n_ff,
+                        int64_t n_embd);
+/* be_ops.moe_ffn on the CPU (see backend.h); pack is the per-thread GEMM
+ * panel memory (pack_len bytes per thread) or NULL. */
+void be_cpu__moe_ffn(struct be_cpu_pool *pool, const struct be_cpu_kernels *k,
+                     struct be_cpu_moe_scratch *s, uint8_t *pack, size_t pack_len, float *y,
+                     const float *x, int64_t n_tok, const struct be_moe_layer *l);
+
 #endif

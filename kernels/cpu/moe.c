@@ -1,0 +1,248 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * moe.c - the CPU backend's grouped MoE layer (be_ops.moe_ffn): all active
+ * experts of one layer for a whole batch in four parallel phases, instead of
+ * three small matmuls per expert:
+ *   1. each (expert, token) pair's row of x is converted to the gate/up
+ *      activation format into a contiguous block per expert, so that the
+ *      dot kernels see an expert's tokens side by side;
+ *   2. gate and up: tasks are (expert, chunk of n_ff rows); each weight row
+ *      is decoded once for all the tokens routed to that expert;
+ *   3. h = silu(g) * u per (expert, token) pair, converted to the down
+ *      activation format;
+ *   4. down: tasks are (expert, chunk of n_embd rows);
+ *   5. each token sums its experts' outputs, weighted, in increasing expert
+ *      order.
+ * Invariants: every output element is computed by exactly one task, with the
+ * same kernel calls whatever the thread count; a (expert, token) result does
+ * not depend on which other tokens share the expert (the dot kernels are
+ * bit-identical for every n_y), so a token's output does not depend on the
+ * rest of the batch. No allocation: scratch is sized by reserve_moe().
+ */
+#include "kernels/cpu/impl.h"
+
+#include "kernels/backend.h"
+
+#include "common/log.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct moe_job {
+    const struct be_moe_layer *l;
+    const struct be_cpu_kernels *k;
+    const float *x;
+    float *y;
+    int64_t n_tok;
+    uint8_t *xa;           /* per pair: x row in the gate/up activation format */
+    size_t xa_row;
+    uint8_t *xb;           /* per pair: x row in the up format when it differs from gate's */
+    size_t xb_row;
+    float *g, *u;          /* per pair: n_ff */
+    uint8_t *ha;           /* per pair: h in the down activation format */
+    size_t ha_row;
+    float *d;              /* per pair: n_embd */
+    int32_t *tok_first;    /* per token: its first pair in tok_pairs */
+    int32_t *tok_pairs;    /* pairs grouped by token, in increasing expert order */
+    int64_t chunk_ff, chunk_e;
+    uint8_t *pack;         /* per-thread GEMM panel memory (pack_len bytes each), or NULL */
+    size_t pack_len;
+    int64_t tasks_per_ex_ff, tasks_per_ex_e;
+};
+
+/* Rows [r0, r1) of matrix w (type wt, n_in wide) against np contiguous
+ * activation rows (act_stride bytes apart); results into
+ * out[p * out_stride + r]. With three or more rows and a GEMM for the type,
+ * 16-row panels are packed once into this thread's panel memory and run
+ * against groups of up to 8 activation rows; otherwise each weight row is
+ * decoded once per group of BE_CPU_MAX_NY rows. Both give the same bits
+ * (impl.h), so the result never depends on how many tokens share the expert. */
+static void rows_dot(const struct moe_job *j, int tid, enum be_type wt, const void *w, int64_t n_in,
+                     int64_t r0, int64_t r1, const uint8_t *act, size_t act_stride, int32_t np,
+                     float *out, int64_t out_stride)
+{
+    const struct be_cpu_kernels *k = j->k;
+    const size_t wrow = be_row_size(wt, n_in);
+    const struct be_cpu_gemm *g = &k->gemm[wt];
+    if (np >= 3 && g->pack && j->pack) {
+        const size_t panel = ((size_t)g->bytes_per_blk * (size_t)(n_in / be_type_info(wt)->blck) + 63) / 64 * 64;
+        if (panel <= j->pack_len) {
+            uint8_t *pk = j->pack + (size_t)tid * j->pack_len;
+            for (int64_t o = r0; o < r1; o += BE_CPU_GEMM_ROWS) {
+                const int nr = r1 - o < BE_CPU_GEMM_ROWS ? (int)(r1 - o) : BE_CPU_GEMM_ROWS;
+                g->pack((const uint8_t *)w + (size_t)o * wrow, wrow, nr, n_in, pk);
+                for (int32_t t0 = 0; t0 < np; t0 += BE_CPU_GEMM_NY) {
+                    const int ny = np - t0 < BE_CPU_GEMM_NY ? np - t0 : BE_CPU_GEMM_NY;
+                    g->run(n_in, pk, act + (size_t)t0 * act_stride, act_stride, ny,
+                           out + (int64_t)t0 * out_stride + o, (size_t)out_stride, nr);
+                }
+            }
+            return;
+        }
+    }
+    be_cpu_dot_fn dot = k->dot[wt];
+    float s[BE_CPU_MAX_NY];
+    for (int64_t r = r0; r < r1; r++) {
+        const uint8_t *wr = (const uint8_t *)w + (size_t)r * wrow;
+        for (int32_t p = 0; p < np;) {
+            int32_t n_y = np - p < BE_CPU_MAX_NY ? np - p : BE_CPU_MAX_NY;
+            dot(n_in, wr, act + (size_t)p * act_stride, act_stride, n_y, s);
+            for (int32_t q = 0; q < n_y; q++)
+                out[(int64_t)(p + q) * out_stride + r] = s[q];
+            p += n_y;
+        }
+    }
+}
+
+static void convert(const struct be_cpu_kernels *k, enum be_type at, const float *x, uint8_t *dst, int64_t n)
+{
+    if (at == BE_TYPE_F32)
+        memcpy(dst, x, (size_t)n * 4);
+    else
+        k->act[at](x, dst, n);
+}
+
+static void conv_x_task(void *ctx, int64_t p, int tid)
+{
+    (void)tid;
+    struct moe_job *j = ctx;
+    const struct be_moe_layer *l = j->l;
+    const float *x = j->x + (int64_t)l->tok[p] * l->n_embd;
+    convert(j->k, be_type_info(l->gate_type)->vec_dot_type, x, j->xa + (size_t)p * j->xa_row, l->n_embd);
+    if (j->xb)
+        convert(j->k, be_type_info(l->up_type)->vec_dot_type, x, j->xb + (size_t)p * j->xb_row, l->n_embd);
+}
+
+static void gate_up_task(void *ctx, int64_t task, int tid)
+{
+    struct moe_job *j = ctx;
+    const struct be_moe_layer *l = j->l;
+    int64_t a = task / j->tasks_per_ex_ff, c = task % j->tasks_per_ex_ff;
+    int64_t r0 = c * j->chunk_ff, r1 = r0 + j->chunk_ff < l->n_ff ? r0 + j->chunk_ff : l->n_ff;
+    int32_t p0 = l->offset[a], np = l->offset[a + 1] - p0;
+    rows_dot(j, tid, l->gate_type, l->gate[a], l->n_embd, r0, r1, j->xa + (size_t)p0 * j->xa_row, j->xa_row,
+             np, j->g + (size_t)p0 * l->n_ff, l->n_ff);
+    if (j->xb)
+        rows_dot(j, tid, l->up_type, l->up[a], l->n_embd, r0, r1, j->xb + (size_t)p0 * j->xb_row, j->xb_row,
+                 np, j->u + (size_t)p0 * l->n_ff, l->n_ff);
+    else
+        rows_dot(j, tid, l->up_type, l->up[a], l->n_embd, r0, r1, j->xa + (size_t)p0 * j->xa_row, j->xa_row,
+                 np, j->u + (size_t)p0 * l->n_ff, l->n_ff);
+}
+
+static void swiglu_task(void *ctx, int64_t p, int tid)
+{
+    (void)tid;
+    struct moe_job *j = ctx;
+    const struct be_moe_layer *l = j->l;
+    float *g = j->g + (size_t)p * l->n_ff;
+    const float *u = j->u + (size_t)p * l->n_ff;
+    for (int64_t i = 0; i < l->n_ff; i++)
+        g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+    convert(j->k, be_type_info(l->down_type)->vec_dot_type, g, j->ha + (size_t)p * j->ha_row, l->n_ff);
+}
+
+static void down_task(void *ctx, int64_t task, int tid)
+{
+    struct moe_job *j = ctx;
+    const struct be_moe_layer *l = j->l;
+    int64_t a = task / j->tasks_per_ex_e, c = task % j->tasks_per_ex_e;
+    int64_t r0 = c * j->chunk_e, r1 = r0 + j->chunk_e < l->n_embd ? r0 + j->chunk_e : l->n_embd;
+    int32_t p0 = l->offset[a], np = l->offset[a + 1] - p0;
+    rows_dot(j, tid, l->down_type, l->down[a], l->n_ff, r0, r1, j->ha + (size_t)p0 * j->ha_row, j->ha_row,
+             np, j->d + (size_t)p0 * l->n_embd, l->n_embd);
+}
+
+static void combine_task(void *ctx, int64_t t, int tid)
+{
+    (void)tid;
+    struct moe_job *j = ctx;
+    const struct be_moe_layer *l = j->l;
+    float *y = j->y + t * l->n_embd;
+    for (int32_t q = j->tok_first[t]; q < j->tok_first[t + 1]; q++) {
+        int32_t p = j->tok_pairs[q];
+        const float w = l->weight[p];
+        const float *d = j->d + (size_t)p * l->n_embd;
+        for (int64_t i = 0; i < l->n_embd; i++)
+            y[i] += w * d[i];
+    }
+}
+
+int be_cpu__moe_reserve(struct be_cpu_moe_scratch *s, int64_t n_pairs, int64_t n_tok, int64_t n_ff,
+                        int64_t n_embd)
+{
+    /* Activation rows take at most 4 bytes per value (f32). */
+    size_t need = (size_t)n_pairs * (size_t)(2 * n_ff + n_embd) * 4   /* g, u, d */
+                  + (size_t)n_pairs * (size_t)n_ff * 4 + 64          /* ha */
+                  + 2 * ((size_t)n_pairs * (size_t)n_embd * 4 + 64)  /* xa, xb */
+                  + ((size_t)n_tok * 2 + 1 + (size_t)n_pairs) * 4 + 64;
+    need = (need + 63) / 64 * 64;
+    if (need <= s->bytes)
+        return 0;
+    void *m = aligned_alloc(64, need);
+    if (!m)
+        return -ENOMEM;
+    free(s->mem);
+    s->mem = m;
+    s->bytes = need;
+    return 0;
+}
+
+void be_cpu__moe_ffn(struct be_cpu_pool *pool, const struct be_cpu_kernels *k,
+                     struct be_cpu_moe_scratch *s, uint8_t *pack, size_t pack_len, float *y,
+                     const float *x, int64_t n_tok, const struct be_moe_layer *l)
+{
+    if (l->n_active == 0)
+        return;
+    const int64_t P = l->offset[l->n_active];
+    struct moe_job j = {.l = l, .k = k, .x = x, .y = y, .n_tok = n_tok, .pack = pack, .pack_len = pack_len};
+    uint8_t *m = s->mem;
+#define TAKE(ptr, type, bytes) (ptr = (type)m, m += ((size_t)(bytes) + 63) / 64 * 64)
+    TAKE(j.g, float *, (size_t)P * (size_t)l->n_ff * 4);
+    TAKE(j.u, float *, (size_t)P * (size_t)l->n_ff * 4);
+    TAKE(j.d, float *, (size_t)P * (size_t)l->n_embd * 4);
+    j.ha_row = be_row_size(be_type_info(l->down_type)->vec_dot_type, l->n_ff);
+    TAKE(j.ha, uint8_t *, (size_t)P * j.ha_row);
+    j.xa_row = be_row_size(be_type_info(l->gate_type)->vec_dot_type, l->n_embd);
+    TAKE(j.xa, uint8_t *, (size_t)P * j.xa_row);
+    if (be_type_info(l->up_type)->vec_dot_type != be_type_info(l->gate_type)->vec_dot_type) {
+        j.xb_row = be_row_size(be_type_info(l->up_type)->vec_dot_type, l->n_embd);
+        TAKE(j.xb, uint8_t *, (size_t)P * j.xb_row);
+    }
+    int32_t *pos;
+    TAKE(j.tok_first, int32_t *, ((size_t)n_tok + 1) * 4);
+    TAKE(pos, int32_t *, (size_t)n_tok * 4);
+    TAKE(j.tok_pairs, int32_t *, (size_t)P * 4);
+#undef TAKE
+    ASSERT((size_t)(m - (uint8_t *)s->mem) <= s->bytes);
+
+    /* Pairs grouped by token (counting sort), in increasing expert order. */
+    memset(j.tok_first, 0, ((size_t)n_tok + 1) * 4);
+    for (int64_t p = 0; p < P; p++)
+        j.tok_first[l->tok[p] + 1]++;
+    for (int64_t t = 0; t < n_tok; t++)
+        j.tok_first[t + 1] += j.tok_first[t];
+    memcpy(pos, j.tok_first, (size_t)n_tok * 4);
+    for (int64_t p = 0; p < P; p++)
+        j.tok_pairs[pos[l->tok[p]]++] = (int32_t)p;
+
+    /* Tasks: (expert, chunk of rows), chunks halved until there are a few
+     * tasks per thread, so uneven expert loads still balance. */
+    const int n_thr = be_cpu__pool_threads(pool);
+    j.chunk_ff = l->n_ff;
+    while (j.chunk_ff > 32 && (int64_t)l->n_active * ((l->n_ff + j.chunk_ff - 1) / j.chunk_ff) < 4 * n_thr)
+        j.chunk_ff = ((j.chunk_ff + 1) / 2 + 15) / 16 * 16; /* whole GEMM panels */
+    j.tasks_per_ex_ff = (l->n_ff + j.chunk_ff - 1) / j.chunk_ff;
+    j.chunk_e = l->n_embd;
+    while (j.chunk_e > 32 && (int64_t)l->n_active * ((l->n_embd + j.chunk_e - 1) / j.chunk_e) < 4 * n_thr)
+        j.chunk_e = ((j.chunk_e + 1) / 2 + 15) / 16 * 16;
+    j.tasks_per_ex_e = (l->n_embd + j.chunk_e - 1) / j.chunk_e;
+
+    be_cpu__pool_run(pool, conv_x_task, &j, P);
+    be_cpu__pool_run(pool, gate_up_task, &j, l->n_active * j.tasks_per_ex_ff);
+    be_cpu__pool_run(pool, swiglu_task, &j, P);
+    be_cpu__pool_run(pool, down_task, &j, l->n_active * j.tasks_per_ex_e);
+    be_cpu__pool_run(pool, combine_task, &j, n_tok);
+}
