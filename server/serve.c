@@ -322,11 +322,38 @@ static char *default_model(void)
     return strdup(path);
 }
 
+/* The expert store, the predictor and regrouping are not built yet: a
+ * setting that asks for them is refused rather than silently ignored. */
+static int check_supported(const struct app_config *c, char *err, size_t errlen)
+{
+    if (strcmp(c->cache.device, "auto") != 0 || strcmp(c->cache.host, "auto") != 0 ||
+        strcmp(c->cache.cpu_compute, "auto") != 0) {
+        snprintf(err, errlen, "cache.device / cache.host / cache.cpu_compute: the tiered expert cache is "
+                              "not implemented in this version; every expert is resident (leave them at auto)");
+        return ERR_CONFIG;
+    }
+    if (strcmp(c->cache.io, "pread") != 0) {
+        snprintf(err, errlen, "cache.io: only pread is implemented in this version");
+        return ERR_CONFIG;
+    }
+    if (strcmp(c->pred.mode, "none") != 0) {
+        snprintf(err, errlen, "predictor.mode: expert prediction is not implemented in this version (use none)");
+        return ERR_CONFIG;
+    }
+    if (strcmp(c->sched.policy, "fcfs") != 0) {
+        snprintf(err, errlen, "scheduler.policy: only fcfs is implemented in this version");
+        return ERR_CONFIG;
+    }
+    return 0;
+}
+
 int srv_cmd_serve(int argc, char **argv)
 {
     struct app_config cfg;
     char err[1024];
     int rc = srv_config_load(&cfg, argc, argv, err, sizeof err);
+    if (rc == 0)
+        rc = check_supported(&cfg, err, sizeof err);
     if (rc != 0) {
         if (rc < 0)
             fprintf(stderr, "moed serve: %s\n", err);
