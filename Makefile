@@ -115,7 +115,7 @@ $(BUILD)/fuzz/%: tests/fuzz/%.c $(FUZZ_OBJ)
 
 $(CUDA_LIB): $(CUDA_SRC) $(wildcard kernels/cuda/*.cuh) kernels/backend.h
 	@mkdir -p $(dir $@)
-	$(NVCC) -O2 -std=c++17 -I. -Xcompiler -fPIC -shared $(CUDA_ARCHS) -o $@ $(CUDA_SRC) -lcublas
+	$(NVCC) -O2 -std=c++17 -I. -Xcompiler -fPIC,-fvisibility=hidden -shared $(CUDA_ARCHS) -o $@ $(CUDA_SRC)
 
 tests: $(TESTS) $(TOOLS) $(BUILD)/moed
 fuzzers: $(FUZZERS)

@@ -60,6 +60,7 @@ struct eng_params eng_params_default(void)
         .batch_tokens = 512,
         .prefix_cache = true,
         .max_queued = 64,
+        .gpu = BE_GPU_AUTO,
     };
     return p;
 }
@@ -739,11 +740,13 @@ int eng_init(struct engine **out, const struct eng_params *p, char *err, size_t 
         kv_tokens = e->ctx; /* one sequence of full context must always fit */
     int32_t n_blocks = (int32_t)((kv_tokens + bs - 1) / bs) + 1;
     struct kv_params kp = {.n_blocks = n_blocks, .block_size = bs, .prefix_cache = p->prefix_cache};
-    struct be_cpu_params cp = {.n_threads = p->n_threads};
+    struct be_init_params bp = {.gpu = (enum be_gpu)p->gpu, .device = p->device,
+                                .cpu = {.n_threads = p->n_threads}};
     struct fwd_params fp = {.n_tok_max = e->p.batch_tokens, .n_ctx = e->ctx, .kv_blocks = n_blocks,
                             .kv_block_size = bs, .kv_type = p->kv_type};
-    if ((rc = kv_init(&e->kv, &kp)) < 0 || (rc = be_cpu_init(&e->be, &cp)) < 0 ||
-        (rc = fwd_init(&e->f, e->m, e->be, &fp)) < 0) {
+    if ((rc = be_init(&e->be, &bp, err, errlen)) < 0)
+        goto fail;
+    if ((rc = kv_init(&e->kv, &kp)) < 0 || (rc = fwd_init(&e->f, e->m, e->be, &fp)) < 0) {
         snprintf(err, errlen, "cannot set up the engine: %s", err_str(rc));
         goto fail;
     }

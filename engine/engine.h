@@ -37,6 +37,8 @@ struct eng_params {
     int32_t batch_tokens;   /* token budget of one step (chunked prefill) */
     bool prefix_cache;      /* reuse KV blocks of shared prefixes */
     int32_t max_queued;     /* most requests waiting to start; more get ERR_BUSY */
+    int gpu;                /* enum be_gpu: 0 CPU, 1 a GPU when usable (default), 2 a GPU or fail */
+    int device;             /* CUDA device index */
 };
 struct eng_params eng_params_default(void);
 

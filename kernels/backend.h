@@ -131,6 +131,23 @@ struct be_cpu_params {
 /* Creates the CPU backend; always available. Returns 0 or -ENOMEM. */
 int be_cpu_init(struct be **out, const struct be_cpu_params *p);
 
+enum be_gpu {
+    BE_GPU_OFF = 0,     /* the CPU backend */
+    BE_GPU_AUTO = 1,    /* a GPU when one is usable, else the CPU (logged) */
+    BE_GPU_REQUIRE = 2, /* a GPU or an error */
+};
+
+struct be_init_params {
+    enum be_gpu gpu;
+    int device;               /* CUDA device index */
+    struct be_cpu_params cpu; /* also used when falling back to the CPU */
+};
+
+/* Picks and creates the backend (kernels/backend.c). With BE_GPU_AUTO every
+ * failure to get a GPU falls back to the CPU backend with one log line
+ * saying why. Returns 0, or < 0 with one line in err. */
+int be_init(struct be **out, const struct be_init_params *p, char *err, size_t errlen);
+
 static inline void be_free(struct be *be)
 {
     if (be)
