@@ -133,6 +133,10 @@ const CONVERSATIONS = [
     ],
   },
   { name: "developer role", developer: true, messages: [{ role: "developer", content: "Always answer in French." }, user("Hello")] },
+  { name: "code question", messages: [user("Fix this:\n```c\nint main() { return 0 }\n```"), asst("Add a semicolon:\n```c\nreturn 0;\n```"), user("Thanks!")] },
+  { name: "math and symbols", messages: [user("Is ∑ 1/n² = π²/6? Use <b>bold</b> & \"quotes\".")] },
+  { name: "four turns no system", messages: [user("a"), asst("b"), user("c"), asst("d"), user("e")] },
+  { name: "long single message", messages: [user("word ".repeat(300).trim())] },
 ];
 
 module.exports = { TOOLS, CONVERSATIONS };
