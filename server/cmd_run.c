@@ -11,11 +11,13 @@
 
 #include "common/err.h"
 #include "common/log.h"
+#include "engine/chat.h"
 #include "engine/engine.h"
 #include "engine/gguf.h"
 #include "engine/model.h"
 #include "engine/vocab.h"
 
+#include <cjson/cJSON.h>
 #include <errno.h>
 #include <getopt.h>
 #include <pthread.h>
@@ -235,6 +237,8 @@ int srv_cmd_detokenize(int argc, char **argv)
 
 /* ---- run ---- */
 
+static struct chat_template *g_run_tmpl; /* kept until the request is submitted */
+
 struct waiter {
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -250,16 +254,93 @@ static void on_notify(void *ud)
     pthread_mutex_unlock(&w->mu);
 }
 
+/* One chat turn: the prompt as the user's message through the model's (or
+ * the given) chat template. Sets the think tags when the template has them.
+ * Returns the rendered prompt (malloc'd) or NULL after printing the error. */
+static char *render_chat(const struct engine *e, const char *user, const char *tmpl_file,
+                         const char *kwargs_json, struct eng_req_params *rp)
+{
+    const struct model *m = eng_model(e);
+    const struct vocab *v = eng_vocab(e);
+    char err[1024];
+    const char *src = NULL, *name = "tokenizer.chat_template";
+    char *file_src = NULL;
+    if (tmpl_file) {
+        FILE *f = fopen(tmpl_file, "rb");
+        size_t n = 0;
+        if (!f || !(file_src = read_all(f, &n))) {
+            fprintf(stderr, "moed: --chat-template %s: %s\n", tmpl_file, strerror(errno));
+            if (f)
+                fclose(f);
+            return NULL;
+        }
+        fclose(f);
+        src = file_src;
+        name = tmpl_file;
+    } else if (gguf_get_str(m->gguf, "tokenizer.chat_template", &src) != 0) {
+        fprintf(stderr, "moed: the model has no tokenizer.chat_template; pass --chat-template FILE\n");
+        return NULL;
+    }
+    struct chat_template *t = NULL;
+    char *out = NULL;
+    size_t out_len = 0;
+    cJSON *msgs = cJSON_CreateArray(), *kw = NULL;
+    cJSON *msg = cJSON_CreateObject();
+    cJSON_AddStringToObject(msg, "role", "user");
+    cJSON_AddStringToObject(msg, "content", user);
+    cJSON_AddItemToArray(msgs, msg);
+    if (kwargs_json) {
+        kw = cJSON_Parse(kwargs_json);
+        if (!cJSON_IsObject(kw)) {
+            fprintf(stderr, "moed: --chat-kwargs: expected a JSON object\n");
+            goto done;
+        }
+    }
+    if (chat_template_init(&t, src, name, err, sizeof err) != 0 ||
+        chat_messages_prepare(t, msgs, err, sizeof err) != 0) {
+        fprintf(stderr, "moed: %s\n", err);
+        goto done;
+    }
+    const struct vocab_special *sp = vocab_special(v);
+    struct chat_render_args a = {
+        .messages = msgs, .add_generation_prompt = true,
+        .bos_token = sp->bos >= 0 ? vocab_token_text(v, sp->bos) : "",
+        .eos_token = sp->eos >= 0 ? vocab_token_text(v, sp->eos) : "", .kwargs = kw,
+    };
+    if (chat_template_render(t, &a, &out, &out_len, err, sizeof err) != 0) {
+        fprintf(stderr, "moed: %s\n", err);
+        out = NULL;
+        goto done;
+    }
+    const char *ts, *te;
+    if (chat_template_thinking(t, &ts, &te)) {
+        rp->think_start = ts; /* copied by eng_submit, before the template is freed */
+        rp->think_end = te;
+        rp->think_open = chat_prompt_opens_thinking(t, out, out_len);
+    }
+done:
+    cJSON_Delete(msgs);
+    cJSON_Delete(kw);
+    free(file_src);
+    if (!out)
+        chat_template_free(t);
+    else
+        g_run_tmpl = t;
+    return out;
+}
+
 int srv_cmd_run(int argc, char **argv)
 {
     struct eng_params ep = eng_params_default();
     struct eng_req_params rp = eng_req_params_default();
-    const char *prompt = NULL, *stats = NULL, *kv = NULL;
+    const char *prompt = NULL, *stats = NULL, *kv = NULL, *tmpl_file = NULL, *kwargs = NULL;
+    bool chat = false;
     int n_predict = 128;
     bool verbose = false, no_special = false;
     rp.sample.temperature = 0.8f;
     ep.parallel = 1;
-    enum { O_TEMP = 256, O_SEED, O_TOPK, O_TOPP, O_MINP, O_REP, O_STATS, O_KV, O_NOPC, O_IGN, O_NOSP };
+    enum { O_TEMP = 256, O_SEED, O_TOPK, O_TOPP, O_MINP, O_REP, O_STATS, O_KV, O_NOPC, O_IGN, O_NOSP,
+           O_CHAT, O_TMPL, O_KW, O_UNSUP };
     static const struct option lo[] = {
         {"model", 1, 0, 'm'}, {"prompt", 1, 0, 'p'}, {"n-predict", 1, 0, 'n'},
         {"threads", 1, 0, 't'}, {"ctx-size", 1, 0, 'c'}, {"batch-size", 1, 0, 'b'},
@@ -267,10 +348,15 @@ int srv_cmd_run(int argc, char **argv)
         {"top-p", 1, 0, O_TOPP}, {"min-p", 1, 0, O_MINP}, {"repeat-penalty", 1, 0, O_REP},
         {"stats-json", 1, 0, O_STATS}, {"kv-type", 1, 0, O_KV}, {"no-prefix-cache", 0, 0, O_NOPC},
         {"ignore-eos", 0, 0, O_IGN}, {"no-special", 0, 0, O_NOSP}, {"verbose", 0, 0, 'v'},
+        {"chat", 0, 0, O_CHAT}, {"chat-template", 1, 0, O_TMPL}, {"chat-kwargs", 1, 0, O_KW},
+        {"expert-cache", 1, 0, O_UNSUP}, {"host-cache", 1, 0, O_UNSUP}, {"cpu-experts", 1, 0, O_UNSUP},
+        {"io", 1, 0, O_UNSUP}, {"predictor", 1, 0, O_UNSUP}, {"lookahead", 1, 0, O_UNSUP},
+        {"sched", 1, 0, O_UNSUP}, {"max-skip", 1, 0, O_UNSUP}, {"trace-routing", 1, 0, O_UNSUP},
         {0, 0, 0, 0}};
     int c;
     optind = 1;
-    while ((c = getopt_long(argc, argv, "m:p:n:t:c:b:v", lo, NULL)) != -1) {
+    int li = -1;
+    while ((c = getopt_long(argc, argv, "m:p:n:t:c:b:v", lo, &li)) != -1) {
         switch (c) {
         case 'm': ep.model_path = optarg; break;
         case 'p': prompt = optarg; break;
@@ -290,6 +376,14 @@ int srv_cmd_run(int argc, char **argv)
         case O_NOPC: ep.prefix_cache = false; break;
         case O_IGN: rp.ignore_eos = true; break;
         case O_NOSP: no_special = true; break;
+        case O_CHAT: chat = true; break;
+        case O_TMPL: tmpl_file = optarg; chat = true; break;
+        case O_KW: kwargs = optarg; chat = true; break;
+        case O_UNSUP:
+            fprintf(stderr, "moed: --%s: the expert cache, predictor and regrouping are not implemented in this "
+                            "version (every expert is resident, batches are formed first come first served)\n",
+                    li >= 0 ? lo[li].name : "?");
+            return 2;
         default: return 2;
         }
     }
@@ -297,7 +391,9 @@ int srv_cmd_run(int argc, char **argv)
         fprintf(stderr, "usage: moed run -m MODEL [-p PROMPT] [-n N] [--temp T] [--seed S] [-t THREADS]\n"
                         "       [-c CTX] [-b BATCH] [--top-k K] [--top-p P] [--min-p P] [--repeat-penalty R]\n"
                         "       [--kv-type f32|f16|q8_0] [--ignore-eos] [--no-special] [--stats-json FILE] [-v]\n"
-                        "reads the prompt from stdin when -p is not given\n");
+                        "       [--chat [--chat-template FILE] [--chat-kwargs JSON]]\n"
+                        "reads the prompt from stdin when -p is not given; --chat sends it as one user message\n"
+                        "through the chat template and prints the answer (reasoning goes to stderr)\n");
         return 2;
     }
     if (kv) {
@@ -325,6 +421,16 @@ int srv_cmd_run(int argc, char **argv)
         fprintf(stderr, "moed: %s\n", err);
         free(ptext);
         return 1;
+    }
+    if (chat) {
+        char *rendered = render_chat(e, ptext, tmpl_file, kwargs, &rp);
+        free(ptext);
+        if (!rendered) {
+            eng_free(e);
+            return 1;
+        }
+        ptext = rendered;
+        plen = strlen(ptext);
     }
     struct vocab_encode_opts eo = vocab_encode_opts_default();
     eo.parse_special = !no_special;
@@ -361,6 +467,8 @@ int srv_cmd_run(int argc, char **argv)
     pthread_cond_init(&w.cv, NULL);
     struct eng_req *r = NULL;
     rc = eng_submit(e, toks.ids, (int32_t)toks.n, &rp, on_notify, &w, &r);
+    chat_template_free(g_run_tmpl);
+    g_run_tmpl = NULL;
     if (rc < 0) {
         fprintf(stderr, "moed: cannot start the request: %s\n", err_str(rc));
         vocab_tokens_free(&toks);
@@ -380,7 +488,7 @@ int srv_cmd_run(int argc, char **argv)
         struct eng_event ev;
         while (eng_poll(r, &ev) == 0) {
             if (ev.type == ENG_EV_DELTA) {
-                fwrite(ev.reasoning ? ev.reasoning : "", 1, ev.reasoning_len, stdout);
+                fwrite(ev.reasoning ? ev.reasoning : "", 1, ev.reasoning_len, chat ? stderr : stdout);
                 fwrite(ev.text ? ev.text : "", 1, ev.text_len, stdout);
                 fflush(stdout);
             } else if (ev.type == ENG_EV_DONE) {
