@@ -26,6 +26,11 @@ args=()
 [ "${BENCH_QUICK:-0}" = 1 ] && args+=(-q -s 1024)
 [ -n "${BENCH_THREADS:-}" ] && args+=(-t "$BENCH_THREADS")
 
+echo "==== tokenizers (MiB/s on mixed English, code and CJK) ===="
+for m in "$BUILD/models/qwen3moe-tiny-qwenvocab.gguf" "$BUILD/models/mixtral-tiny-spmvocab.gguf"; do
+    [ -f "$m" ] && "$BUILD/tokcheck" --bench "$m" 4
+done
+echo
 echo "==== kernels ===="
 "$BUILD/bench/bench_kernels" "${args[@]}"
 

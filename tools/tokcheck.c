@@ -9,7 +9,8 @@
  *                                       what a server request gets; --no-bos:
  *                                       without add_special); round-trip
  *                                       failures on stderr; exit 1 if any
- *   tokcheck --bench MODEL.gguf [MB]    tokenization speed on MB (default 4)
+ *   tokcheck --bench MODEL.gguf [MB [TEXT_OUT]]  tokenization speed on MB (default 4);
+ *                                     TEXT_OUT receives the text, for other tokenizers
  *                                       of mixed English, code and CJK text
  *
  * A corpus line is a JSON string, or {"b64": "..."} for bytes that are not
@@ -215,7 +216,7 @@ static const char *const k_bench_parts[] = {
     "In 2023, revenue grew 14.7% to $3,482,915, while costs fell by 2.1 percent; see table 12.\n\n",
 };
 
-static int run_bench(const struct vocab *v, double mb)
+static int run_bench(const struct vocab *v, double mb, const char *dump)
 {
     size_t want = (size_t)(mb * 1024 * 1024), n = 0, cap = want + 4096;
     char *text = malloc(cap);
@@ -232,6 +233,14 @@ static int run_bench(const struct vocab *v, double mb)
         /* A changing number keeps the text from being one repeated block. */
         n += (size_t)snprintf(text + n, cap - n, "Item %u, ref %u.\n", k, k * 7919u % 100003u);
         k++;
+    }
+    if (dump) { /* the same text for other tokenizers (llama-tokenize -f) */
+        FILE *f = fopen(dump, "wb");
+        if (!f || fwrite(text, 1, n, f) != n || fclose(f) != 0) {
+            fprintf(stderr, "tokcheck: %s: cannot write\n", dump);
+            free(text);
+            return 2;
+        }
     }
     struct vocab_tokens t = {0};
     double best_whole = 1e9, best_chunk = 1e9;
@@ -277,7 +286,7 @@ int main(int argc, char **argv)
         argc--;
     }
     if (!bench && argc != 3) {
-        fprintf(stderr, "usage: tokcheck [--no-bos] MODEL.gguf CORPUS.jsonl\n       tokcheck --bench MODEL.gguf [MB]\n");
+        fprintf(stderr, "usage: tokcheck [--no-bos] MODEL.gguf CORPUS.jsonl\n       tokcheck --bench MODEL.gguf [MB [TEXT_OUT]]\n");
         return 2;
     }
     const char *model = bench ? argv[2] : argv[1];
@@ -295,7 +304,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "tokcheck: %s: %s\n", model, err);
         return 2;
     }
-    rc = bench ? run_bench(v, argc > 3 ? atof(argv[3]) : 4.0) : run_corpus(v, argv[2], no_bos);
+    rc = bench ? run_bench(v, argc > 3 ? atof(argv[3]) : 4.0, argc > 4 ? argv[4] : NULL)
+               : run_corpus(v, argv[2], no_bos);
     vocab_free(v);
     return rc;
 }
