@@ -55,6 +55,8 @@ endif
 endif
 
 .PHONY: all setup test bench fuzz clean models tests fuzzers
+# Keep intermediate objects (the fuzzers' clang objects), so nothing is rebuilt needlessly.
+.SECONDARY:
 all: $(BUILD)/moed $(TOOLS) $(CUDA_LIB)
 
 # `make setup`: dependencies, the build, and the demo model `moed serve`

@@ -80,3 +80,5 @@ for t in ("q8_0", "q4_k_m"):
               "%.2f" % bound if bound else "", pct))
 PY
 # ==== end of end to end ====
+# ==== server load and soak (bench/bench_server.sh; added with the hardening issue) ====
+bash bench/bench_server.sh

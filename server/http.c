@@ -14,6 +14,11 @@
  * its requests have no connection (q->c NULL) and are freed as soon as no
  * pool job refers to them; llhttp's data pointers point into the read buffer,
  * so every field is copied before the callback returns.
+ *
+ * srv_http_feed() runs the same parser, callbacks, limits and routing over a
+ * connection that has no socket (a "detached" one): its reply bytes go to a
+ * buffer instead of uv_write, and it is freed by the feed itself. The fuzzer
+ * drives the request path through it.
  */
 #include "server/serve.h"
 
@@ -51,6 +56,10 @@ struct srv_conn {
     size_t write_pending;
     double t_activity;            /* last time the connection became idle */
     char peer[64];
+    /* Detached (srv_http_feed): no socket; replies are appended to sink. */
+    bool detached;
+    char *sink;
+    size_t sink_len, sink_cap;
 };
 
 struct wreq {
@@ -65,6 +74,8 @@ static char k_readbuf[65536]; /* one loop thread: every read is parsed before th
 
 static void conn_close(struct srv_conn *c);
 static void conn_advance(struct srv_conn *c);
+static int buf_add(char **b, size_t *len, size_t *cap, const char *d, size_t n);
+static struct srv_conn *conn_new(struct srv *s);
 
 /* ---- requests ---- */
 
@@ -141,6 +152,11 @@ static void conn_write(struct srv_conn *c, const char *data, size_t len)
 {
     if (c->closing || len == 0)
         return;
+    if (c->detached) {
+        if (buf_add(&c->sink, &c->sink_len, &c->sink_cap, data, len) < 0)
+            conn_close(c);
+        return;
+    }
     if (c->write_pending > CONN_MAX_WRITE_PENDING) {
         log_warn("http", "%s: client is not reading; closing", c->peer);
         conn_close(c);
@@ -314,6 +330,7 @@ static void conn_free(struct srv_conn *c)
         c->next->prev = c->prev;
     s->n_conns--;
     free(c->value);
+    free(c->sink);
     free(c);
 }
 
@@ -329,7 +346,8 @@ static void conn_close(struct srv_conn *c)
      * canceled and free their KV blocks at the next step. */
     for (struct srv_req *q = c->head; q; q = q->next)
         srv_openai_abort(q);
-    uv_close((uv_handle_t *)&c->tcp, on_close);
+    if (!c->detached) /* a detached connection is freed by srv_http_feed */
+        uv_close((uv_handle_t *)&c->tcp, on_close);
 }
 
 static void on_shutdown(uv_shutdown_t *sh, int status)
@@ -344,6 +362,10 @@ static void conn_shutdown(struct srv_conn *c)
     if (c->closing)
         return;
     c->no_more = true;
+    if (c->detached) {
+        conn_close(c);
+        return;
+    }
     if (c->reading) {
         uv_read_stop((uv_stream_t *)&c->tcp);
         c->reading = false;
@@ -363,7 +385,7 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf);
 
 static void conn_read_start(struct srv_conn *c)
 {
-    if (c->reading || c->closing || c->no_more)
+    if (c->reading || c->closing || c->no_more || c->detached)
         return;
     if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0)
         c->reading = true;
@@ -503,6 +525,9 @@ static int on_header_value_complete(llhttp_t *p)
 {
     struct srv_conn *c = p->data;
     struct srv_req *q = c->cur;
+    /* The ": " and CRLF count too, so that many empty headers add up. */
+    if (header_bytes_add(c, 4) < 0)
+        return stop_parse(c, SRV_ERR_HEADERS);
     const char *v = c->value ? c->value : "";
     if (field_is(c, "authorization")) {
         free(q->auth);
@@ -534,6 +559,10 @@ static int on_headers_complete(llhttp_t *p)
     struct srv_req *q = c->cur;
     q->method = p->method;
     q->keep_alive = llhttp_should_keep_alive(p);
+    /* CONNECT and Upgrade (websocket, h2c) are not spoken here: the reply
+     * closes the connection, because llhttp parses nothing after them. */
+    if (p->upgrade)
+        q->keep_alive = false;
     if (!q->url)
         q->url = strdup("/");
     q->ep = srv_route_endpoint(q->url);
@@ -625,6 +654,23 @@ static void parse_error(struct srv_conn *c, llhttp_errno_t e)
     }
 }
 
+/* Parses bytes the client sent. */
+static void conn_parse(struct srv_conn *c, const char *data, size_t len)
+{
+    if (c->no_more || c->closing)
+        return;
+    llhttp_errno_t e = llhttp_execute(&c->parser, data, len);
+    if (e == HPE_PAUSED || e == HPE_PAUSED_UPGRADE) {
+        c->no_more = true;
+        if (c->reading) {
+            uv_read_stop((uv_stream_t *)&c->tcp);
+            c->reading = false;
+        }
+    } else if (e != HPE_OK) {
+        parse_error(c, e);
+    }
+}
+
 static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
 {
     struct srv_conn *c = st->data;
@@ -635,18 +681,7 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
         conn_close(c);
         return;
     }
-    if (c->no_more || c->closing)
-        return;
-    llhttp_errno_t e = llhttp_execute(&c->parser, buf->base, (size_t)nread);
-    if (e == HPE_PAUSED || e == HPE_PAUSED_UPGRADE) {
-        c->no_more = true;
-        if (c->reading) {
-            uv_read_stop(st);
-            c->reading = false;
-        }
-    } else if (e != HPE_OK) {
-        parse_error(c, e);
-    }
+    conn_parse(c, buf->base, (size_t)nread);
 }
 
 /* ---- accepting ---- */
@@ -658,26 +693,18 @@ static void on_connection(uv_stream_t *l, int status)
         log_warn("http", "accept: %s", uv_strerror(status));
         return;
     }
-    struct srv_conn *c = calloc(1, sizeof *c);
+    struct srv_conn *c = conn_new(s);
     if (!c)
         return;
-    c->s = s;
     uv_tcp_init(s->loop, &c->tcp);
     c->tcp.data = c;
-    c->next = s->conns;
-    if (s->conns)
-        s->conns->prev = c;
-    s->conns = c;
-    s->n_conns++;
     if (uv_accept(l, (uv_stream_t *)&c->tcp) < 0) {
         conn_close(c);
         return;
     }
-    c->t_activity = srv_now();
     uv_tcp_nodelay(&c->tcp, 1);
     struct sockaddr_storage ss;
     int sl = sizeof ss;
-    snprintf(c->peer, sizeof c->peer, "-");
     if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &sl) == 0) {
         char ip[48] = "?";
         int port = 0;
@@ -708,7 +735,7 @@ static void on_connection(uv_stream_t *l, int status)
     conn_read_start(c);
 }
 
-int srv_listen(struct srv *s)
+static void settings_init(void)
 {
     llhttp_settings_init(&k_settings);
     k_settings.on_message_begin = on_message_begin;
@@ -720,7 +747,28 @@ int srv_listen(struct srv *s)
     k_settings.on_headers_complete = on_headers_complete;
     k_settings.on_body = on_body;
     k_settings.on_message_complete = on_message_complete;
+}
 
+/* Links a new connection into s's list (accepting or detached). */
+static struct srv_conn *conn_new(struct srv *s)
+{
+    struct srv_conn *c = calloc(1, sizeof *c);
+    if (!c)
+        return NULL;
+    c->s = s;
+    c->next = s->conns;
+    if (s->conns)
+        s->conns->prev = c;
+    s->conns = c;
+    s->n_conns++;
+    c->t_activity = srv_now();
+    snprintf(c->peer, sizeof c->peer, "-");
+    return c;
+}
+
+int srv_listen(struct srv *s)
+{
+    settings_init();
     const struct srv_params *p = &s->cfg->srv;
     struct sockaddr_storage addr;
     int rc;
@@ -819,6 +867,8 @@ static void after_work_cb(uv_work_t *w, int status)
 
 int srv_req_offload(struct srv_req *q, srv_job_fn job, srv_job_fn done)
 {
+    if (q->c && q->c->detached) /* srv_http_feed has no loop to run jobs on */
+        return UV_ENOTSUP;
     q->job = job;
     q->job_done = done;
     q->work.data = q;
@@ -826,4 +876,37 @@ int srv_req_offload(struct srv_req *q, srv_job_fn job, srv_job_fn done)
     if (rc == 0)
         q->working = true;
     return rc;
+}
+
+/* ---- socket-free requests (fuzzing) ---- */
+
+int srv_http_feed(struct srv *s, const char *data, size_t len, size_t piece, char **out, size_t *out_len)
+{
+    *out = NULL;
+    *out_len = 0;
+    settings_init();
+    struct srv_conn *c = conn_new(s);
+    if (!c)
+        return -ENOMEM;
+    c->detached = true;
+    snprintf(c->peer, sizeof c->peer, "feed");
+    llhttp_init(&c->parser, HTTP_REQUEST, &k_settings);
+    c->parser.data = c;
+    if (piece == 0)
+        piece = len ? len : 1;
+    for (size_t off = 0; off < len && !c->no_more && !c->closing;) {
+        size_t n = len - off < piece ? len - off : piece;
+        conn_parse(c, data + off, n);
+        off += n;
+    }
+    /* Whatever is still half-read is what a slow client leaves behind: let
+     * the timeout answer it, as the once-a-second tick would. */
+    if (!c->closing)
+        srv_http_tick(s, srv_now() + s->cfg->srv.idle_timeout_s + 1);
+    *out = c->sink;
+    *out_len = c->sink_len;
+    c->sink = NULL;
+    conn_close(c);
+    conn_free(c);
+    return 0;
 }

@@ -23,6 +23,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -88,6 +89,13 @@ struct srv_gen {
 };
 
 /* ---- validation helpers ---- */
+
+/* The model's sizes (s->stub_* when validating without an engine). */
+static int32_t ctx_size(const struct srv *s) { return s->engine ? eng_ctx_size(s->engine) : s->stub_ctx; }
+static int32_t n_vocab(const struct srv *s)
+{
+    return s->vocab ? (int32_t)vocab_n_tokens(s->vocab) : s->stub_n_vocab;
+}
 
 struct verr {
     enum srv_err kind;
@@ -177,8 +185,7 @@ static int f_model(struct srv_gen *g, const cJSON *it, const char *name, struct 
 
 static int f_prompt(struct srv_gen *g, const cJSON *it, const char *name, struct verr *e)
 {
-    const struct vocab *v = g->q->s->vocab;
-    int32_t V = (int32_t)vocab_n_tokens(v);
+    int32_t V = n_vocab(g->q->s);
     if (cJSON_IsString(it)) {
         g->n_prompts = 1;
         g->ptext = calloc(1, sizeof *g->ptext);
@@ -255,7 +262,7 @@ static int f_messages(struct srv_gen *g, const cJSON *it, const char *name, stru
 static int f_max_tokens(struct srv_gen *g, const cJSON *it, const char *name, struct verr *e)
 {
     int64_t v = 0;
-    int32_t ctx = eng_ctx_size(g->q->s->engine);
+    int32_t ctx = ctx_size(g->q->s);
     int32_t cap = g->q->s->cfg->srv.max_tokens > 0 && g->q->s->cfg->srv.max_tokens < ctx
                       ? g->q->s->cfg->srv.max_tokens : ctx;
     if (get_int(it, name, 1, 1e15, &v, e) < 0)
@@ -373,7 +380,7 @@ static int f_logit_bias(struct srv_gen *g, const cJSON *it, const char *name, st
     if (!cJSON_IsObject(it))
         return bad(e, name, "'logit_bias' must be an object mapping token ids to numbers");
     int n = cJSON_GetArraySize(it);
-    int32_t V = (int32_t)vocab_n_tokens(g->q->s->vocab);
+    int32_t V = n_vocab(g->q->s);
     if (n == 0)
         return 0;
     if (n > V)
@@ -607,6 +614,20 @@ static int validate(struct srv_gen *g, cJSON *root, struct verr *e)
 
 /* ---- token text ---- */
 
+/* GPT-2's byte-level table: printable bytes as themselves, the others from
+ * U+0100 on; indexed by code point, gives the byte. */
+static int byte_of_cp[324];
+static pthread_once_t k_byte_table_once = PTHREAD_ONCE_INIT;
+
+static void byte_table_init(void)
+{
+    int k = 0;
+    for (int b = 0; b < 256; b++) {
+        bool keep = (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255);
+        byte_of_cp[keep ? b : 256 + k++] = b;
+    }
+}
+
 size_t srv_token_bytes(const struct vocab *v, int32_t id, char *buf, size_t cap)
 {
     const char *t = vocab_token_text(v, id);
@@ -636,17 +657,8 @@ size_t srv_token_bytes(const struct vocab *v, int32_t id, char *buf, size_t cap)
         return n;
     }
     /* Byte-level BPE: each code point of the text stands for one byte
-     * (GPT-2's table: printable bytes as themselves, others from U+0100). */
-    static int byte_of_cp[324];
-    static bool init;
-    if (!init) { /* idempotent, so a race between pool threads writes the same values */
-        int k = 0;
-        for (int b = 0; b < 256; b++) {
-            bool keep = (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255);
-            byte_of_cp[keep ? b : 256 + k++] = b;
-        }
-        init = true;
-    }
+     * (GPT-2's table, built once; pool threads call this concurrently). */
+    pthread_once(&k_byte_table_once, byte_table_init);
     const unsigned char *p = (const unsigned char *)t;
     while (*p && n < cap) {
         uint32_t cp;
@@ -1368,6 +1380,12 @@ static void gen_start(struct srv_req *q, cJSON *body, bool chat)
     struct verr e = {0};
     if (validate(g, body, &e) < 0) {
         srv_reply_error(q, e.kind, e.param, "%s", e.msg);
+        return;
+    }
+    if (s->stub_engine) { /* srv_http_feed: validation is all there is */
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "object", "stub");
+        srv_reply_json(q, 200, o);
         return;
     }
     if (chat) {

@@ -97,6 +97,27 @@ enum srv_endpoint srv_route_endpoint(const char *url)
     return r ? r->ep : SRV_EP_OTHER;
 }
 
+/* True when the JSON text holds U+0000, raw or as a \u0000 escape: cJSON
+ * keeps strings NUL-terminated, so the text after it would silently vanish. */
+static bool json_has_nul(const char *s, size_t n)
+{
+    if (memchr(s, 0, n))
+        return true;
+    bool in_str = false;
+    for (size_t i = 0; i < n; i++) {
+        if (!in_str) {
+            in_str = s[i] == '"';
+        } else if (s[i] == '"') {
+            in_str = false;
+        } else if (s[i] == '\\' && i + 1 < n) {
+            if (s[i + 1] == 'u' && n - i >= 6 && memcmp(s + i + 2, "0000", 4) == 0)
+                return true;
+            i++;
+        }
+    }
+    return false;
+}
+
 /* Compares without an early exit, so the time taken says nothing about how
  * much of a key matched. */
 static bool key_equal(const char *a, size_t al, const char *b)
@@ -163,7 +184,7 @@ void srv_route(struct srv_req *q)
     r = m;
     bool needs_engine = r->ep != SRV_EP_HEALTH && r->ep != SRV_EP_METRICS && r->ep != SRV_EP_ROOT &&
                         r->ep != SRV_EP_MODELS;
-    if (needs_engine && !s->engine) {
+    if (needs_engine && !s->engine && !s->stub_engine) {
         srv_reply_error(q, SRV_ERR_UNAVAILABLE, NULL, "Loading model");
         return;
     }
@@ -182,6 +203,10 @@ void srv_route(struct srv_req *q)
         if (fixed) {
             free(fixed);
             srv_reply_error(q, SRV_ERR_INVALID, NULL, "the request body is not valid UTF-8");
+            return;
+        }
+        if (json_has_nul(q->body, q->body_len)) {
+            srv_reply_error(q, SRV_ERR_INVALID, NULL, "the request body contains U+0000, which is not supported");
             return;
         }
         int depth = srv_json_depth(q->body, q->body_len);
@@ -237,7 +262,7 @@ static void ep_health(struct srv_req *q, cJSON *body)
 {
     struct srv *s = q->s;
     cJSON *o = cJSON_CreateObject();
-    if (s->engine && !s->draining) {
+    if ((s->engine || s->stub_engine) && !s->draining) {
         cJSON_AddStringToObject(o, "status", "ok");
         srv_reply_json(q, 200, o);
         return;
@@ -359,6 +384,13 @@ static void simple_done(struct srv_req *q)
 
 static void simple_start(struct srv_req *q, cJSON *body, srv_job_fn job)
 {
+    if (q->s->stub_engine) { /* srv_http_feed: validated as far as the loop thread goes */
+        cJSON_Delete(body);
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "object", "stub");
+        srv_reply_json(q, 200, o);
+        return;
+    }
     struct simple_job *j = calloc(1, sizeof *j);
     if (!j) {
         cJSON_Delete(body);

@@ -142,6 +142,13 @@ struct srv {
     int exit_code;
     int log_fd;               /* log.file, or 2 */
     struct srv_metrics *metrics;
+    /* Validation only (srv_http_feed, for the fuzzer): with no engine, a
+     * request that would reach the engine or the pool is checked exactly as
+     * when serving (route, auth, method, UTF-8, depth, JSON, every field)
+     * and then answered 200 {"object":"stub"}; these stand in for the
+     * model's context size and vocabulary size. Never set by `moed serve`. */
+    bool stub_engine;
+    int32_t stub_ctx, stub_n_vocab;
 };
 
 struct srv_req;
@@ -191,6 +198,18 @@ void srv_close_all(struct srv *s);
 bool srv__http_busy(const struct srv *s);
 /* Idle keep-alive connections and requests arriving too slowly; once a second. */
 void srv_http_tick(struct srv *s, double now);
+
+/*
+ * The request path without a socket (for fuzzing): parses data as the bytes
+ * one client connection sent, in pieces of `piece` bytes (0: at once),
+ * through the same llhttp callbacks, limits, routing and validation as a
+ * served connection, then lets the slow-client timeout answer a request left
+ * incomplete. *out (malloc'd, or NULL when nothing was written; the caller
+ * frees it) receives every byte the server wrote back. Only meaningful with
+ * s->stub_engine (nothing here runs the loop, the pool or the engine);
+ * s->cfg and s->metrics must be set. Returns 0 or -ENOMEM. Loop thread.
+ */
+int srv_http_feed(struct srv *s, const char *data, size_t len, size_t piece, char **out, size_t *out_len);
 
 /* Runs job on a pool thread, then done on the loop thread (where q->c may
  * have become NULL: done must check srv_req_alive() before replying).

@@ -20,6 +20,14 @@ done
 TMP=$(mktemp -d)
 PIDS=()
 cleanup() {
+    # SIGTERM first: timeout passes it on to moed (SIGKILL would orphan it).
+    for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
+    for _ in $(seq 30); do
+        alive=0
+        for p in "${PIDS[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+        [ $alive = 0 ] && break
+        sleep 0.1
+    done
     for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null; done
     rm -rf "$TMP"
 }
