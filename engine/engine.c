@@ -271,7 +271,7 @@ int eng_submit(struct engine *e, const int32_t *prompt, int32_t n_prompt,
     r->cached_tokens = -1;
 
     pthread_mutex_lock(&e->mu);
-    if (e->stopping || e->n_inbox + e->n_waiting >= e->p.max_queued) {
+    if (e->stopping || e->n_inbox + e->n_waiting_pub >= e->p.max_queued) {
         bool stopping = e->stopping;
         pthread_mutex_unlock(&e->mu);
         req_destroy(r);
@@ -528,6 +528,7 @@ static void collect_inbox(struct engine *e)
     }
     e->inbox_head = e->inbox_tail = NULL;
     e->n_inbox = 0;
+    e->n_waiting_pub = e->n_waiting;
     pthread_mutex_unlock(&e->mu);
 }
 
@@ -572,6 +573,7 @@ static void update_metrics(struct engine *e)
     pthread_mutex_lock(&e->mu);
     e->met.running = e->n_running;
     e->met.waiting = e->n_waiting + e->n_inbox;
+    e->n_waiting_pub = e->n_waiting;
     e->met.kv_blocks = ks.n_blocks;
     e->met.kv_used = ks.used;
     e->met.kv_cached = ks.cached;
@@ -662,13 +664,16 @@ static bool step(struct engine *e)
                     running_remove(e, j);
                     break;
                 }
-            eng__notify(r);
-            req_unref(r);
         }
     }
+    /* Notify every request of the step, then drop the engine's reference of
+     * those that finished (after which the caller may already have freed
+     * them: nothing reads them later). */
     for (int32_t i = 0; i < b->n_seq; i++)
-        if (b->seq[i]->state == RS_RUNNING)
-            eng__notify(b->seq[i]);
+        eng__notify(b->seq[i]);
+    for (int32_t i = 0; i < b->n_seq; i++)
+        if (b->seq[i]->state == RS_DONE)
+            req_unref(b->seq[i]);
     return true;
 }
 

@@ -76,6 +76,7 @@ struct engine {
     bool stopping;
     struct eng_req *inbox_head, *inbox_tail;
     int32_t n_inbox;
+    int32_t n_waiting_pub;        /* n_waiting as last published under mu (for eng_submit) */
     /* engine thread only */
     struct eng_req **running;     /* in admission order */
     int32_t n_running;
