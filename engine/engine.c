@@ -711,6 +711,21 @@ static void *engine_main(void *arg)
 
 /* ---- init ---- */
 
+/* Frees what eng_init() built (any part may be missing) and e itself. */
+static void free_parts(struct engine *e)
+{
+    sched__free(&e->batch);
+    free(e->logits);
+    free(e->running);
+    free(e->waiting);
+    fwd_free(e->f);
+    be_free(e->be);
+    kv_free(e->kv);
+    vocab_free(e->v);
+    model_free(e->m);
+    free(e);
+}
+
 int eng_init(struct engine **out, const struct eng_params *p, char *err, size_t errlen)
 {
     *out = NULL;
@@ -777,16 +792,7 @@ int eng_init(struct engine **out, const struct eng_params *p, char *err, size_t 
     *out = e;
     return 0;
 fail:
-    sched__free(&e->batch);
-    free(e->logits);
-    free(e->running);
-    free(e->waiting);
-    fwd_free(e->f);
-    be_free(e->be);
-    kv_free(e->kv);
-    vocab_free(e->v);
-    model_free(e->m);
-    free(e);
+    free_parts(e);
     return rc;
 }
 
@@ -801,16 +807,7 @@ void eng_free(struct engine *e)
     pthread_join(e->th, NULL);
     pthread_mutex_destroy(&e->mu);
     pthread_cond_destroy(&e->cv);
-    sched__free(&e->batch);
-    free(e->logits);
-    free(e->running);
-    free(e->waiting);
-    fwd_free(e->f);
-    be_free(e->be);
-    kv_free(e->kv);
-    vocab_free(e->v);
-    model_free(e->m);
-    free(e);
+    free_parts(e);
 }
 
 const struct model *eng_model(const struct engine *e) { return e->m; }
