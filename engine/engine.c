@@ -610,6 +610,10 @@ static bool step(struct engine *e)
         e->n_waiting--;
         e->running[e->n_running++] = r;
     }
+    /* eng_submit's queue limit sees the admissions at once, not after the step. */
+    pthread_mutex_lock(&e->mu);
+    e->n_waiting_pub = e->n_waiting;
+    pthread_mutex_unlock(&e->mu);
     if (e->n_running == 0)
         return false;
 

@@ -237,7 +237,7 @@ int srv_cmd_detokenize(int argc, char **argv)
 
 /* ---- run ---- */
 
-static struct chat_template *g_run_tmpl; /* kept until the request is submitted */
+static char *g_think_start, *g_think_end; /* copies of the template's think tags */
 
 struct waiter {
     pthread_mutex_t mu;
@@ -314,18 +314,17 @@ static char *render_chat(const struct engine *e, const char *user, const char *t
     }
     const char *ts, *te;
     if (chat_template_thinking(t, &ts, &te)) {
-        rp->think_start = ts; /* copied by eng_submit, before the template is freed */
-        rp->think_end = te;
+        g_think_start = strdup(ts);
+        g_think_end = strdup(te);
+        rp->think_start = g_think_start;
+        rp->think_end = g_think_end;
         rp->think_open = chat_prompt_opens_thinking(t, out, out_len);
     }
 done:
     cJSON_Delete(msgs);
     cJSON_Delete(kw);
     free(file_src);
-    if (!out)
-        chat_template_free(t);
-    else
-        g_run_tmpl = t;
+    chat_template_free(t);
     return out;
 }
 
@@ -467,8 +466,9 @@ int srv_cmd_run(int argc, char **argv)
     pthread_cond_init(&w.cv, NULL);
     struct eng_req *r = NULL;
     rc = eng_submit(e, toks.ids, (int32_t)toks.n, &rp, on_notify, &w, &r);
-    chat_template_free(g_run_tmpl);
-    g_run_tmpl = NULL;
+    free(g_think_start); /* eng_submit copied them */
+    free(g_think_end);
+    g_think_start = g_think_end = NULL;
     if (rc < 0) {
         fprintf(stderr, "moed: cannot start the request: %s\n", err_str(rc));
         vocab_tokens_free(&toks);

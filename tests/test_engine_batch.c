@@ -393,12 +393,16 @@ static void test_stop_strings(void **st)
     run_many(e, 1, &pp, &len, &rp, &th);
     char *a = memmem(full.text, full.text_len, ts, 3);
     char *b = a ? memmem(a + 3, full.text_len - (size_t)(a + 3 - full.text), te, 3) : NULL;
-    if (a && b) {
-        size_t content = (size_t)(a - full.text) + (full.text_len - (size_t)(b + 3 - full.text));
-        assert_int_equal(th.reasoning_len, (size_t)(b - a - 3));
-        assert_memory_equal(th.reasoning, a + 3, th.reasoning_len);
-        assert_int_equal(th.text_len, content);
-    }
+    /* Both tags are cut from the text itself (start at offset 2, end near its
+     * end), so both are found: the split is always checked. */
+    assert_true(full.text_len >= 10);
+    assert_non_null(a);
+    assert_non_null(b);
+    size_t content = (size_t)(a - full.text) + (full.text_len - (size_t)(b + 3 - full.text));
+    assert_int_equal(th.reasoning_len, (size_t)(b - a - 3));
+    assert_memory_equal(th.reasoning, a + 3, th.reasoning_len);
+    assert_int_equal(th.text_len, content);
+    assert_true(th.reasoning_len > 0 || b == a + 3);
     eng_free(e);
 }
 
