@@ -63,6 +63,12 @@ struct be_moe_layer {
     const int32_t *offset;   /* n_active + 1 */
     const int32_t *tok;      /* per pair: the token's row in x and y */
     const float *weight;     /* per pair: its gate weight */
+    /* NULL: moe_ffn adds the weighted outputs into y. Otherwise pair p's
+     * unweighted output row (n_embd floats) is written to d_out + p*n_embd,
+     * y is untouched (may be NULL), and the caller sums the rows with
+     * moe_combine, possibly after several calls for different experts (the
+     * expert store computes resident experts while others load). */
+    float *d_out;
 };
 
 struct be;
@@ -116,6 +122,13 @@ struct be_ops {
      * on the rest of the batch). */
     void (*moe_ffn)(struct be *be, float *y, const float *x, int64_t n_tok,
                     const struct be_moe_layer *l);
+    /* Required with moe_ffn: y[tok[p]] += weight[p] * d[p] (n_embd wide) for
+     * p = 0 .. n_pairs-1; per token the rows are added in the given order,
+     * with the same arithmetic as moe_ffn's own sum, so moe_ffn with d_out
+     * followed by moe_combine in increasing expert order gives the bits of
+     * one moe_ffn call. */
+    void (*moe_combine)(struct be *be, float *y, int64_t n_tok, int64_t n_embd, int32_t n_pairs,
+                        const int32_t *tok, const float *weight, const float *const *d);
 };
 
 struct be {

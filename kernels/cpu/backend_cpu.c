@@ -777,6 +777,14 @@ static int cpu_reserve_moe(struct be *be, int64_t n_pairs, int64_t n_ff, int64_t
     return be_cpu__moe_reserve(&c->moe, n_pairs, n_pairs, n_ff, n_embd);
 }
 
+static void cpu_moe_combine(struct be *be, float *y, int64_t n_tok, int64_t n_embd, int32_t n_pairs,
+                            const int32_t *tok, const float *weight, const float *const *d)
+{
+    struct cpu_ctx *c = be->ctx;
+    ASSERT(c->moe.mem != NULL);
+    be_cpu__moe_combine(c->pool, &c->moe, y, n_tok, n_embd, n_pairs, tok, weight, d);
+}
+
 static void cpu_moe_ffn(struct be *be, float *y, const float *x, int64_t n_tok, const struct be_moe_layer *l)
 {
     struct cpu_ctx *c = be->ctx;
@@ -798,6 +806,7 @@ static const struct be_ops g_cpu_ops = {
     .supports_type = cpu_supports_type,
     .reserve_moe = cpu_reserve_moe,
     .moe_ffn = cpu_moe_ffn,
+    .moe_combine = cpu_moe_combine,
 };
 
 int be_cpu_init(struct be **out, const struct be_cpu_params *p)

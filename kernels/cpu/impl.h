@@ -147,5 +147,9 @@ int be_cpu__moe_reserve(struct be_cpu_moe_scratch *s, int64_t n_pairs, int64_t n
 void be_cpu__moe_ffn(struct be_cpu_pool *pool, const struct be_cpu_kernels *k,
                      struct be_cpu_moe_scratch *s, uint8_t *pack, size_t pack_len, float *y,
                      const float *x, int64_t n_tok, const struct be_moe_layer *l);
+/* be_ops.moe_combine on the CPU. */
+void be_cpu__moe_combine(struct be_cpu_pool *pool, struct be_cpu_moe_scratch *s, float *y, int64_t n_tok,
+                         int64_t n_embd, int32_t n_pairs, const int32_t *tok, const float *weight,
+                         const float *const *d);
 
 #endif

@@ -155,6 +155,14 @@ static void down_task(void *ctx, int64_t task, int tid)
              np, j->d + (size_t)p0 * l->n_embd, l->n_embd);
 }
 
+/* The one weighted sum of expert outputs (moe_ffn and moe_combine share it,
+ * so that their results are the same bits). */
+static inline void add_weighted(float *y, float w, const float *d, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
+        y[i] += w * d[i];
+}
+
 static void combine_task(void *ctx, int64_t t, int tid)
 {
     (void)tid;
@@ -163,11 +171,50 @@ static void combine_task(void *ctx, int64_t t, int tid)
     float *y = j->y + t * l->n_embd;
     for (int32_t q = j->tok_first[t]; q < j->tok_first[t + 1]; q++) {
         int32_t p = j->tok_pairs[q];
-        const float w = l->weight[p];
-        const float *d = j->d + (size_t)p * l->n_embd;
-        for (int64_t i = 0; i < l->n_embd; i++)
-            y[i] += w * d[i];
+        add_weighted(y, l->weight[p], j->d + (size_t)p * l->n_embd, l->n_embd);
     }
+}
+
+struct combine_job {
+    float *y;
+    int64_t n_embd;
+    const int32_t *tok, *first, *pairs;
+    const float *weight;
+    const float *const *d;
+};
+
+static void combine_ext_task(void *ctx, int64_t t, int tid)
+{
+    (void)tid;
+    struct combine_job *j = ctx;
+    float *y = j->y + t * j->n_embd;
+    for (int32_t q = j->first[t]; q < j->first[t + 1]; q++) {
+        int32_t p = j->pairs[q];
+        add_weighted(y, j->weight[p], j->d[p], j->n_embd);
+    }
+}
+
+void be_cpu__moe_combine(struct be_cpu_pool *pool, struct be_cpu_moe_scratch *s, float *y, int64_t n_tok,
+                         int64_t n_embd, int32_t n_pairs, const int32_t *tok, const float *weight,
+                         const float *const *d)
+{
+    if (n_pairs <= 0)
+        return;
+    /* Index arrays after the op's other scratch would need its sizes; the
+     * combine runs alone, so it uses the start of the scratch. */
+    int32_t *first = s->mem, *pos = first + n_tok + 1, *pairs = pos + n_tok;
+    ASSERT((size_t)(2 * n_tok + 1 + n_pairs) * 4 <= s->bytes);
+    memset(first, 0, ((size_t)n_tok + 1) * 4);
+    for (int32_t p = 0; p < n_pairs; p++)
+        first[tok[p] + 1]++;
+    for (int64_t t = 0; t < n_tok; t++)
+        first[t + 1] += first[t];
+    memcpy(pos, first, (size_t)n_tok * 4);
+    for (int32_t p = 0; p < n_pairs; p++)
+        pairs[pos[tok[p]]++] = p;
+    struct combine_job j = {.y = y, .n_embd = n_embd, .tok = tok, .first = first, .pairs = pairs,
+                            .weight = weight, .d = d};
+    be_cpu__pool_run(pool, combine_ext_task, &j, n_tok);
 }
 
 int be_cpu__moe_reserve(struct be_cpu_moe_scratch *s, int64_t n_pairs, int64_t n_tok, int64_t n_ff,
@@ -202,7 +249,10 @@ void be_cpu__moe_ffn(struct be_cpu_pool *pool, const struct be_cpu_kernels *k,
 #define TAKE(ptr, type, bytes) (ptr = (type)m, m += ((size_t)(bytes) + 63) / 64 * 64)
     TAKE(j.g, float *, (size_t)P * (size_t)l->n_ff * 4);
     TAKE(j.u, float *, (size_t)P * (size_t)l->n_ff * 4);
-    TAKE(j.d, float *, (size_t)P * (size_t)l->n_embd * 4);
+    if (l->d_out)
+        j.d = l->d_out;
+    else
+        TAKE(j.d, float *, (size_t)P * (size_t)l->n_embd * 4);
     j.ha_row = be_row_size(be_type_info(l->down_type)->vec_dot_type, l->n_ff);
     TAKE(j.ha, uint8_t *, (size_t)P * j.ha_row);
     j.xa_row = be_row_size(be_type_info(l->gate_type)->vec_dot_type, l->n_embd);
@@ -244,5 +294,6 @@ void be_cpu__moe_ffn(struct be_cpu_pool *pool, const struct be_cpu_kernels *k,
     be_cpu__pool_run(pool, gate_up_task, &j, l->n_active * j.tasks_per_ex_ff);
     be_cpu__pool_run(pool, swiglu_task, &j, P);
     be_cpu__pool_run(pool, down_task, &j, l->n_active * j.tasks_per_ex_e);
-    be_cpu__pool_run(pool, combine_task, &j, n_tok);
+    if (!l->d_out)
+        be_cpu__pool_run(pool, combine_task, &j, n_tok);
 }
