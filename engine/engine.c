@@ -587,6 +587,9 @@ static void update_metrics(struct engine *e)
     e->met.requests_done = e->requests_done;
     e->met.last_batch_tokens = e->last_batch_tokens;
     e->met.last_batch_seqs = e->last_batch_seqs;
+    e->met.expert_store = e->xs != NULL;
+    if (e->xs)
+        xs_get_stats(e->xs, &e->met.xs);
     pthread_mutex_unlock(&e->mu);
 }
 
@@ -647,9 +650,34 @@ static bool step(struct engine *e)
         }
         return true;
     }
+    /* Sequences whose tokens lost an expert (the store could not load it)
+     * fail alone; their rows of this step are never committed, so nothing
+     * of them enters the prefix cache. */
+    if (e->xs) {
+        int32_t t0 = 0;
+        for (int32_t i = 0; i < b->n_seq; i++) {
+            struct eng_req *r = b->seq[i];
+            const char *why = NULL;
+            int code = 0;
+            for (int32_t t = t0; t < t0 + b->seq_take[i] && !code; t++)
+                code = fwd_token_error(e->f, t, &why);
+            t0 += b->seq_take[i];
+            if (!code)
+                continue;
+            for (int32_t j = 0; j < e->n_running; j++)
+                if (e->running[j] == r) {
+                    running_remove(e, j);
+                    break;
+                }
+            fail_req(e, r, code, why);
+            b->seq_take[i] = 0; /* nothing to commit */
+        }
+    }
     /* Commit the KV rows written, then sample. */
     for (int32_t i = 0; i < b->n_seq; i++) {
         struct eng_req *r = b->seq[i];
+        if (r->state == RS_DONE)
+            continue;
         kv_seq_commit(e->kv, &r->kv, r->tokens + r->n_done, b->seq_take[i]);
         if (r->n_done < r->n_prompt)
             e->prompt_tokens += (uint64_t)(b->seq_take[i] < r->n_prompt - r->n_done ? b->seq_take[i]
@@ -659,6 +687,8 @@ static bool step(struct engine *e)
     const uint32_t V = e->m->hp.n_vocab;
     for (int32_t i = 0; i < b->n_out; i++) {
         struct eng_req *r = b->out_req[i];
+        if (r->state == RS_DONE)
+            continue; /* failed above */
         struct sample_logprobs lp;
         bool want_lp = r->rp.logprobs || r->rp.sample.top_logprobs > 0;
         int32_t tok = sampler_sample(r->smp, e->logits + (size_t)i * V, want_lp ? &lp : NULL);
@@ -723,12 +753,81 @@ static void free_parts(struct engine *e)
     free(e->running);
     free(e->waiting);
     fwd_free(e->f);
+    xs_close(e->xs);
     be_free(e->be);
     kv_free(e->kv);
     vocab_free(e->v);
     model_free(e->m);
     free(e);
 }
+
+/* The slices of every MoE layer's experts in the file. */
+static struct xs_layer *store_layers(const struct model *m)
+{
+    struct xs_layer *xl = calloc(m->hp.n_layer ? m->hp.n_layer : 1, sizeof *xl);
+    if (!xl)
+        return NULL;
+    for (uint32_t l = 0; l < m->hp.n_layer; l++) {
+        const struct model_layer *L = &m->layers[l];
+        if (!L->moe)
+            continue;
+        xl[l].moe = true;
+        const struct model_experts *x[3] = {&L->gate_exps, &L->up_exps, &L->down_exps};
+        for (int k = 0; k < 3; k++)
+            xl[l].s[k] = (struct xs_slice){.type = x[k]->type, .bytes = x[k]->expert_bytes,
+                                           .off0 = model_experts_file_offset(m, x[k])};
+    }
+    return xl;
+}
+
+static int64_t kv_pool_tokens(const struct model *m, const struct eng_params *p, int32_t ctx)
+{
+    (void)m;
+    int64_t kv_tokens = p->kv_tokens > 0 ? p->kv_tokens : (int64_t)p->parallel * ctx;
+    if (kv_tokens < ctx)
+        kv_tokens = ctx; /* one sequence of full context must always fit */
+    return kv_tokens;
+}
+
+static int plan_for(const struct model *m, const struct eng_params *p, int32_t ctx, int32_t n_blocks,
+                    int32_t bs, const struct xs_layer *xl, struct plan *out, char *err, size_t errlen)
+{
+    const struct model_hparams *hp = &m->hp;
+    struct xs_params xp = xs_params_default();
+    xp.path = p->model_path;
+    xp.n_layer = hp->n_layer;
+    xp.n_expert = hp->n_expert;
+    xp.layers = xl;
+    struct plan_in in = {.weights_bytes = m->bytes_weights, .expert_bytes = m->bytes_experts,
+                         .gpu = false, .xp = m->n_moe_layers ? &xp : NULL, .force_store = p->store_always};
+    (void)ctx;
+    size_t kv_row = be_row_size(p->kv_type, (int64_t)hp->n_head_kv * hp->head_dim);
+    in.kv_bytes = (uint64_t)n_blocks * (uint64_t)bs * kv_row * 2 * hp->n_layer;
+    int rc = plan_parse_budget(p->expert_cache, &in.device, err, errlen);
+    if (rc == 0)
+        rc = plan_parse_budget(p->host_cache, &in.host, err, errlen);
+    if (rc < 0)
+        return rc;
+    struct plan_machine mach;
+    plan_read_machine(&mach, NULL);
+    return plan_compute(&in, &mach, out, err, errlen);
+}
+
+int eng_compute_plan(const struct model *m, const struct eng_params *p, struct plan *out, char *err,
+                     size_t errlen)
+{
+    int32_t ctx = p->ctx_size > 0 ? p->ctx_size : (int32_t)m->hp.n_ctx_train;
+    const int32_t bs = 16;
+    int32_t n_blocks = (int32_t)((kv_pool_tokens(m, p, ctx) + bs - 1) / bs) + 1;
+    struct xs_layer *xl = store_layers(m);
+    if (!xl)
+        return -ENOMEM;
+    int rc = plan_for(m, p, ctx, n_blocks, bs, xl, out, err, errlen);
+    free(xl);
+    return rc;
+}
+
+const struct plan *eng_plan(const struct engine *e) { return &e->plan; }
 
 int eng_init(struct engine **out, const struct eng_params *p, char *err, size_t errlen)
 {
@@ -737,7 +836,9 @@ int eng_init(struct engine **out, const struct eng_params *p, char *err, size_t 
     if (!e)
         return -ENOMEM;
     e->p = *p;
-    int rc = model_load(&e->m, p->model_path, NULL, err, errlen);
+    struct model_params mp = model_params_default();
+    mp.load_experts = false; /* the plan decides where they live */
+    int rc = model_load(&e->m, p->model_path, &mp, err, errlen);
     if (rc < 0) {
         free(e);
         return rc;
@@ -759,15 +860,51 @@ int eng_init(struct engine **out, const struct eng_params *p, char *err, size_t 
         goto fail;
     }
     const int32_t bs = 16;
-    int64_t kv_tokens = p->kv_tokens > 0 ? p->kv_tokens : (int64_t)e->p.parallel * e->ctx;
-    if (kv_tokens < e->ctx)
-        kv_tokens = e->ctx; /* one sequence of full context must always fit */
+    int64_t kv_tokens = kv_pool_tokens(e->m, p, e->ctx);
     int32_t n_blocks = (int32_t)((kv_tokens + bs - 1) / bs) + 1;
+
+    /* The memory plan: experts resident, or an expert store over the file. */
+    struct xs_layer *xl = store_layers(e->m);
+    if (!xl) {
+        rc = -ENOMEM;
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+    rc = plan_for(e->m, p, e->ctx, n_blocks, bs, xl, &e->plan, err, errlen);
+    if (rc == 0) {
+        char buf[1024];
+        plan_format(&e->plan, buf, sizeof buf);
+        log_info("engine", "memory plan:\n%s", buf);
+        if (e->plan.over)
+            log_warn("engine", "the memory plan exceeds the memory available; lower --expert-cache, "
+                               "--kv-tokens or --ctx-size");
+    }
+    if (rc == 0 && e->plan.experts_resident && e->m->n_moe_layers) {
+        rc = model_load_experts(e->m, err, errlen);
+    } else if (rc == 0 && e->m->n_moe_layers) {
+        struct xs_params xp = xs_params_default();
+        xp.path = p->model_path;
+        xp.n_layer = e->m->hp.n_layer;
+        xp.n_expert = e->m->hp.n_expert;
+        xp.layers = xl;
+        xp.device_bytes = (size_t)e->plan.device_budget;
+        xp.io = p->io;
+        xp.queue_depth = p->io_depth;
+        xp.retries = -1;
+        xp.test_fail = p->test_fail;
+        xp.test_no_uring = p->test_no_uring;
+        xp.test_odirect_einval = p->test_odirect_einval;
+        rc = xs_open(&e->xs, &xp, err, errlen);
+    }
+    free(xl);
+    if (rc < 0)
+        goto fail;
+
     struct kv_params kp = {.n_blocks = n_blocks, .block_size = bs, .prefix_cache = p->prefix_cache};
     struct be_init_params bp = {.gpu = (enum be_gpu)p->gpu, .device = p->device,
                                 .cpu = {.n_threads = p->n_threads}};
     struct fwd_params fp = {.n_tok_max = e->p.batch_tokens, .n_ctx = e->ctx, .kv_blocks = n_blocks,
-                            .kv_block_size = bs, .kv_type = p->kv_type};
+                            .kv_block_size = bs, .kv_type = p->kv_type, .xs = e->xs};
     if ((rc = be_init(&e->be, &bp, err, errlen)) < 0)
         goto fail;
     if ((rc = kv_init(&e->kv, &kp)) < 0 || (rc = fwd_init(&e->f, e->m, e->be, &fp)) < 0) {

@@ -21,6 +21,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "cache/plan.h"
+#include "cache/store.h"
 #include "engine/sample.h"
 #include "kernels/quant.h"
 
@@ -39,6 +41,16 @@ struct eng_params {
     int32_t max_queued;     /* most requests waiting to start; more get ERR_BUSY */
     int gpu;                /* enum be_gpu: 0 CPU, 1 a GPU when usable (default), 2 a GPU or fail */
     int device;             /* CUDA device index */
+    /* Expert store (cache/plan.h): budgets as "auto", "25%" or "512M";
+     * NULL = "auto". */
+    const char *expert_cache, *host_cache;
+    enum xs_io io;          /* how experts are read from the file */
+    int io_depth;           /* experts in flight (0 = default) */
+    bool store_always;      /* use the store even when every expert fits (tests, benchmarks) */
+    /* Test hooks of the loader (struct xs_params): fail reads of "L:E[:N],...",
+     * pretend io_uring is unavailable, pretend O_DIRECT gives EINVAL. */
+    const char *test_fail;
+    bool test_no_uring, test_odirect_einval;
 };
 struct eng_params eng_params_default(void);
 
@@ -93,6 +105,8 @@ struct eng_metrics {
     uint64_t preemptions;
     uint64_t requests_done;
     int32_t last_batch_tokens, last_batch_seqs;
+    bool expert_store;               /* experts are loaded on demand (xs valid) */
+    struct xs_stats xs;
 };
 
 struct engine;
@@ -108,6 +122,12 @@ int eng_init(struct engine **out, const struct eng_params *p, char *err, size_t 
 void eng_free(struct engine *e);
 
 const struct model *eng_model(const struct engine *e);
+/* The memory plan the engine runs under. */
+const struct plan *eng_plan(const struct engine *e);
+/* The plan eng_init would compute for model m (loaded without experts or
+ * with load_weights false) under p, for `moed inspect`. */
+int eng_compute_plan(const struct model *m, const struct eng_params *p, struct plan *out, char *err,
+                     size_t errlen);
 const struct vocab *eng_vocab(const struct engine *e);
 int32_t eng_ctx_size(const struct engine *e);
 

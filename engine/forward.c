@@ -17,6 +17,8 @@
  */
 #include "engine/forward.h"
 
+#include "cache/store.h"
+
 #include "common/err.h"
 #include "common/log.h"
 
@@ -54,7 +56,23 @@ struct fwd {
     float *out_rows;        /* n_tok x n_embd (rows whose logits are wanted) */
     int32_t *n_kv;          /* n_tok */
     int64_t *slots;         /* n_tok */
+
+    /* expert store path (p.xs) */
+    struct xs_handle *xh;   /* n_expert: active experts' handles */
+    uint8_t *xstate;        /* n_expert: enum xstep */
+    int32_t *act_e, *act_off; /* n_expert (+1): active experts and their first pair */
+    int32_t *w_off, *w_tok; /* a wave's offsets (n_expert + 1) and pairs' tokens */
+    float *w_w;
+    const float **d_ptr;    /* n_tok x k: each pair's output row */
+    float *pair_d;          /* n_tok x k x n_embd */
+    float *zero_row;        /* n_embd zeros: a failed pair's output */
+    uint64_t xs_seen;
+    int *tok_err;           /* n_tok: the token's failure (0 = none) */
+    char fail_msg[320];
+    bool any_fail;
 };
+
+enum xstep { X_TODO, X_PENDING, X_READY, X_DONE, X_FAILED };
 
 static void *zalloc(size_t n, int *fail)
 {
@@ -122,6 +140,23 @@ int fwd_init(struct fwd **out, const struct model *m, struct be *be, const struc
     f->moe_off = zalloc((size_t)(NE + 1) * 4, &fail);
     f->pair_tok = zalloc((size_t)(T * K) * 4, &fail);
     f->pair_w = zalloc((size_t)(T * K) * 4, &fail);
+    f->tok_err = zalloc((size_t)T * sizeof(int), &fail);
+    if (p->xs) {
+        if (!be->ops->moe_ffn || !be->ops->moe_combine) {
+            fwd_free(f);
+            return ERR_INVALID;
+        }
+        f->xh = zalloc((size_t)NE * sizeof *f->xh, &fail);
+        f->xstate = zalloc((size_t)NE, &fail);
+        f->act_e = zalloc((size_t)NE * 4, &fail);
+        f->act_off = zalloc((size_t)(NE + 1) * 4, &fail);
+        f->w_off = zalloc((size_t)(NE + 1) * 4, &fail);
+        f->w_tok = zalloc((size_t)(T * K) * 4, &fail);
+        f->w_w = zalloc((size_t)(T * K) * 4, &fail);
+        f->d_ptr = zalloc((size_t)(T * K) * sizeof(float *), &fail);
+        f->pair_d = zalloc((size_t)(T * K * E) * 4, &fail);
+        f->zero_row = zalloc((size_t)E * 4, &fail);
+    }
     if (fail)
         goto oom;
 
@@ -181,11 +216,31 @@ void fwd_free(struct fwd *f)
     free(f->pair_w);
     free(f->ex_cnt);
     free(f->ex_tok);
+    free(f->tok_err);
+    free(f->xh);
+    free(f->xstate);
+    free(f->act_e);
+    free(f->act_off);
+    free(f->w_off);
+    free(f->w_tok);
+    free(f->w_w);
+    free(f->d_ptr);
+    free(f->pair_d);
+    free(f->zero_row);
     free(f->n_kv);
     free(f->slots);
     free(f->kv);
     free(f->kv_mem);
     free(f);
+}
+
+int fwd_token_error(const struct fwd *f, int32_t t, const char **msg)
+{
+    if (!f->any_fail || t < 0 || t >= f->p.n_tok_max || !f->tok_err[t])
+        return 0;
+    if (msg)
+        *msg = f->fail_msg;
+    return f->tok_err[t];
 }
 
 const struct fwd_stats *fwd_get_stats(const struct fwd *f) { return &f->st; }
@@ -333,6 +388,115 @@ static void route(struct fwd *f, uint32_t il, int64_t n)
         f->route_cb(f->route_ud, il, (int32_t)n, (int32_t)K, f->topk_id, f->topk_w);
 }
 
+/* Runs the ready experts of the layer (xstate X_READY) as one wave: their
+ * output rows go to pair_d from row *base on; then they are released. */
+static void run_wave(struct fwd *f, uint32_t il, int64_t n, int32_t n_act, int32_t *base)
+{
+    const struct model_layer *L = &f->m->layers[il];
+    const int64_t E = f->m->hp.n_embd;
+    int32_t a = 0, p = 0;
+    for (int32_t i = 0; i < n_act; i++) {
+        if (f->xstate[i] != X_READY)
+            continue;
+        f->moe_gate[a] = f->xh[i].data[0];
+        f->moe_up[a] = f->xh[i].data[1];
+        f->moe_down[a] = f->xh[i].data[2];
+        f->w_off[a] = p;
+        for (int32_t q = f->act_off[i]; q < f->act_off[i + 1]; q++, p++) {
+            f->w_tok[p] = f->pair_tok[q];
+            f->w_w[p] = f->pair_w[q];
+            f->d_ptr[q] = f->pair_d + (size_t)(*base + p) * (size_t)E;
+        }
+        a++;
+    }
+    f->w_off[a] = p;
+    struct be_moe_layer ml = {
+        .n_embd = E, .n_ff = f->m->hp.n_ff_exp, .gate_type = L->gate_exps.type, .up_type = L->up_exps.type,
+        .down_type = L->down_exps.type, .n_active = a, .gate = f->moe_gate, .up = f->moe_up,
+        .down = f->moe_down, .offset = f->w_off, .tok = f->w_tok, .weight = f->w_w,
+        .d_out = f->pair_d + (size_t)*base * (size_t)E,
+    };
+    f->be->ops->moe_ffn(f->be, NULL, f->xn, n, &ml);
+    *base += p;
+    for (int32_t i = 0; i < n_act; i++)
+        if (f->xstate[i] == X_READY) {
+            xs_release(f->p.xs, &f->xh[i]);
+            f->xstate[i] = X_DONE;
+        }
+}
+
+static void fail_expert(struct fwd *f, int32_t i, int rc, const char *msg)
+{
+    f->xstate[i] = X_FAILED;
+    for (int32_t q = f->act_off[i]; q < f->act_off[i + 1]; q++) {
+        f->d_ptr[q] = f->zero_row;
+        if (!f->tok_err[f->pair_tok[q]])
+            f->tok_err[f->pair_tok[q]] = rc;
+    }
+    if (!f->any_fail)
+        snprintf(f->fail_msg, sizeof f->fail_msg, "%s", msg);
+    f->any_fail = true;
+}
+
+/* The experts of one layer through the expert store: acquire all (loads
+ * start for the missing ones), compute those ready in waves while the
+ * others arrive, and sum every token's outputs in increasing expert order
+ * (the bits of the all-resident path). A layer needing more experts than
+ * the cache has slots runs in more waves; an expert that cannot be loaded
+ * fails only its tokens. */
+static void moe_store(struct fwd *f, uint32_t il, int64_t n, int32_t n_act)
+{
+    struct xstore *xs = f->p.xs;
+    char msg[320];
+    int32_t base = 0, left = n_act;
+    for (int32_t i = 0; i < n_act; i++)
+        f->xstate[i] = X_TODO;
+    while (left > 0) {
+        bool noslot = false;
+        int32_t n_ready = 0, n_pending = 0;
+        for (int32_t i = 0; i < n_act; i++) {
+            int rc;
+            if (f->xstate[i] == X_TODO && !noslot) {
+                rc = xs_acquire(xs, il, (uint32_t)f->act_e[i], &f->xh[i], msg, sizeof msg);
+                if (rc == XS_NOSLOT)
+                    noslot = true;
+                else if (rc < 0) {
+                    fail_expert(f, i, rc, msg);
+                    left--;
+                } else
+                    f->xstate[i] = rc == XS_READY ? X_READY : X_PENDING;
+            } else if (f->xstate[i] == X_PENDING) {
+                rc = xs_check(xs, &f->xh[i], msg, sizeof msg);
+                if (rc < 0) {
+                    fail_expert(f, i, rc, msg);
+                    left--;
+                } else if (rc == XS_READY)
+                    f->xstate[i] = X_READY;
+            }
+            n_ready += f->xstate[i] == X_READY;
+            n_pending += f->xstate[i] == X_PENDING;
+        }
+        if (n_ready > 0) {
+            run_wave(f, il, n, n_act, &base);
+            left -= n_ready;
+        } else if (n_pending > 0 || (noslot && xs_in_flight(xs) > 0)) {
+            /* (every free slot may be taken by prefetches still loading) */
+            xs_wait(xs, &f->xs_seen);
+        } else if (left > 0) {
+            /* Nothing held, nothing loading, and still no slot: the cache
+             * cannot make progress (its slots are pinned by someone else). */
+            snprintf(msg, sizeof msg, "expert cache has no free slot for layer %u", il);
+            for (int32_t i = 0; i < n_act; i++)
+                if (f->xstate[i] == X_TODO) {
+                    fail_expert(f, i, ERR_BUSY, msg);
+                    left--;
+                }
+        }
+    }
+    const int32_t P = f->act_off[n_act];
+    f->be->ops->moe_combine(f->be, f->ffn_out, n, f->m->hp.n_embd, P, f->pair_tok, f->pair_w, f->d_ptr);
+}
+
 static void moe_ffn(struct fwd *f, uint32_t il, int64_t n)
 {
     const struct model *m = f->m;
@@ -355,7 +519,26 @@ static void moe_ffn(struct fwd *f, uint32_t il, int64_t n)
         }
     }
     memset(f->ffn_out, 0, (size_t)(n * E) * sizeof(float));
-    if (ops->moe_ffn) {
+    if (f->p.xs) {
+        int32_t a = 0, p = 0;
+        for (int64_t e = 0; e < NE; e++) {
+            const int32_t c = f->ex_cnt[e];
+            if (c == 0)
+                continue;
+            f->act_e[a] = (int32_t)e;
+            f->act_off[a] = p;
+            for (int32_t i = 0; i < c; i++, p++) {
+                f->pair_tok[p] = f->ex_tok[e * n + i];
+                f->pair_w[p] = f->ex_w[e * n + i];
+            }
+            a++;
+            f->st.expert_weight_reads++;
+            f->st.expert_token_rows += (uint64_t)c;
+            f->st.last_distinct_experts++;
+        }
+        f->act_off[a] = p;
+        moe_store(f, il, n, a);
+    } else if (ops->moe_ffn) {
         /* The whole layer in one call: active experts in increasing id. */
         struct be_moe_layer ml = {
             .n_embd = E, .n_ff = FF, .gate_type = L->gate_exps.type, .up_type = L->up_exps.type,
@@ -437,6 +620,10 @@ int fwd_decode(struct fwd *f, const struct fwd_batch *b, float *logits)
         f->slots[t] = (int64_t)blk * f->p.kv_block_size + b->pos[t] % f->p.kv_block_size;
     }
     f->st.last_distinct_experts = 0;
+    if (f->any_fail) {
+        memset(f->tok_err, 0, (size_t)n * sizeof *f->tok_err);
+        f->any_fail = false;
+    }
 
     ops->get_rows(f->be, f->x, m->tok_embd.data, m->tok_embd.type, E, b->tok, n);
     for (uint32_t il = 0; il < hp->n_layer; il++) {

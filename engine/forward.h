@@ -26,6 +26,10 @@ struct fwd_params {
     int32_t kv_block_size;/* tokens per block */
     enum be_type kv_type; /* F32, F16 or Q8_0 */
     uint32_t mutate;      /* FWD_MUTATE_* bits: deliberate bugs for negative-control tests, 0 normally */
+    /* Expert store (borrowed): when set, experts are acquired from it per
+     * layer instead of read from the model (which then holds none), the
+     * resident ones computed while the others load; NULL = all resident. */
+    struct xstore *xs;
 };
 
 /* Deliberate errors that the reference tests must detect (negative controls). */
@@ -60,8 +64,15 @@ struct fwd;
 int fwd_init(struct fwd **out, const struct model *m, struct be *be, const struct fwd_params *p);
 void fwd_free(struct fwd *f);
 
-/* Runs a batch; writes n_out rows of n_vocab logits. Returns 0 or < 0. */
+/* Runs a batch; writes n_out rows of n_vocab logits. Returns 0 or < 0.
+ * With an expert store, an expert that cannot be loaded fails only the
+ * tokens routed to it: fwd_decode still returns 0 and fwd_token_error()
+ * names them (their logits are garbage); the others are exact. */
 int fwd_decode(struct fwd *f, const struct fwd_batch *b, float *logits);
+/* After fwd_decode: 0 when batch token t is fine, else the error of the
+ * expert load that failed it, with a message in *msg (valid until the next
+ * fwd_decode). */
+int fwd_token_error(const struct fwd *f, int32_t t, const char **msg);
 
 const struct fwd_stats *fwd_get_stats(const struct fwd *f);
 

@@ -69,6 +69,8 @@ struct engine {
     struct be *be;
     struct fwd *f;
     struct kv *kv;
+    struct xstore *xs;            /* NULL when every expert is resident */
+    struct plan plan;
     int32_t ctx;
     pthread_t th;
     pthread_mutex_t mu;           /* inbox, stopping, met */

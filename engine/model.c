@@ -21,7 +21,7 @@
 
 struct model_params model_params_default(void)
 {
-    struct model_params p = {.load_weights = true};
+    struct model_params p = {.load_weights = true, .load_experts = true};
     return p;
 }
 
@@ -467,7 +467,7 @@ int model_load(struct model **out, const char *path, const struct model_params *
         for (size_t k = 0; k < sizeof ws / sizeof ws[0]; k++)
             if ((rc = read_w(&l, ws[k])))
                 goto fail;
-        if (L->moe && ((rc = read_x(&l, &L->gate_exps)) || (rc = read_x(&l, &L->up_exps)) ||
+        if (L->moe && p->load_experts && ((rc = read_x(&l, &L->gate_exps)) || (rc = read_x(&l, &L->up_exps)) ||
                        (rc = read_x(&l, &L->down_exps))))
             goto fail;
     }
@@ -476,6 +476,24 @@ int model_load(struct model **out, const char *path, const struct model_params *
 fail:
     model_free(m);
     return rc;
+}
+
+int model_load_experts(struct model *m, char *err, size_t errlen)
+{
+    struct loader l = {.m = m, .err = err, .errlen = errlen};
+    int rc;
+    for (uint32_t i = 0; i < m->hp.n_layer; i++) {
+        struct model_layer *L = &m->layers[i];
+        if (L->moe && !L->gate_exps.data &&
+            ((rc = read_x(&l, &L->gate_exps)) || (rc = read_x(&l, &L->up_exps)) || (rc = read_x(&l, &L->down_exps))))
+            return rc;
+    }
+    return 0;
+}
+
+uint64_t model_experts_file_offset(const struct model *m, const struct model_experts *x)
+{
+    return m->gguf->data_offset + x->t->offset;
 }
 
 static void free_w(struct model_weight *w) { free(w->data); w->data = NULL; }

@@ -4,9 +4,9 @@
  * architecture row, and the weights of every layer.
  *
  * Non-expert weights are read into memory moed owns when the model is
- * loaded. Expert weights are reached only through model_expert_*(), so that
- * the expert store (cache/) can decide where they live; in this version every
- * expert is resident in host memory.
+ * loaded. Experts are read too unless model_params.load_experts is false;
+ * then their data pointers are NULL and the expert store (cache/) reads
+ * them from the file on demand (model_expert_offset() says where).
  */
 #ifndef MOED_ENGINE_MODEL_H
 #define MOED_ENGINE_MODEL_H
@@ -90,6 +90,7 @@ struct model {
 
 struct model_params {
     bool load_weights; /* false: hyperparameters and tensor checks only (inspect) */
+    bool load_experts; /* false: experts stay in the file (the expert store loads them) */
 };
 struct model_params model_params_default(void);
 
@@ -108,5 +109,10 @@ static inline const void *model_expert_data(const struct model_experts *x, uint3
 {
     return (const uint8_t *)x->data + (size_t)e * x->expert_bytes;
 }
+
+/* Reads the experts of a model loaded with load_experts false. */
+int model_load_experts(struct model *m, char *err, size_t errlen);
+/* Absolute file offset of expert 0's slice of a stacked expert tensor. */
+uint64_t model_experts_file_offset(const struct model *m, const struct model_experts *x);
 
 #endif

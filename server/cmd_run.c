@@ -339,7 +339,7 @@ int srv_cmd_run(int argc, char **argv)
     rp.sample.temperature = 0.8f;
     ep.parallel = 1;
     enum { O_TEMP = 256, O_SEED, O_TOPK, O_TOPP, O_MINP, O_REP, O_STATS, O_KV, O_NOPC, O_IGN, O_NOSP,
-           O_CHAT, O_TMPL, O_KW, O_UNSUP };
+           O_CHAT, O_TMPL, O_KW, O_XC, O_HC, O_IO, O_XFORCE, O_UNSUP };
     static const struct option lo[] = {
         {"model", 1, 0, 'm'}, {"prompt", 1, 0, 'p'}, {"n-predict", 1, 0, 'n'},
         {"threads", 1, 0, 't'}, {"ctx-size", 1, 0, 'c'}, {"batch-size", 1, 0, 'b'},
@@ -348,8 +348,8 @@ int srv_cmd_run(int argc, char **argv)
         {"stats-json", 1, 0, O_STATS}, {"kv-type", 1, 0, O_KV}, {"no-prefix-cache", 0, 0, O_NOPC},
         {"ignore-eos", 0, 0, O_IGN}, {"no-special", 0, 0, O_NOSP}, {"verbose", 0, 0, 'v'},
         {"chat", 0, 0, O_CHAT}, {"chat-template", 1, 0, O_TMPL}, {"chat-kwargs", 1, 0, O_KW},
-        {"expert-cache", 1, 0, O_UNSUP}, {"host-cache", 1, 0, O_UNSUP}, {"cpu-experts", 1, 0, O_UNSUP},
-        {"io", 1, 0, O_UNSUP}, {"predictor", 1, 0, O_UNSUP}, {"lookahead", 1, 0, O_UNSUP},
+        {"expert-cache", 1, 0, O_XC}, {"host-cache", 1, 0, O_HC}, {"cpu-experts", 1, 0, O_UNSUP},
+        {"io", 1, 0, O_IO}, {"expert-store-always", 0, 0, O_XFORCE}, {"predictor", 1, 0, O_UNSUP}, {"lookahead", 1, 0, O_UNSUP},
         {"sched", 1, 0, O_UNSUP}, {"max-skip", 1, 0, O_UNSUP}, {"trace-routing", 1, 0, O_UNSUP},
         {0, 0, 0, 0}};
     int c;
@@ -378,9 +378,20 @@ int srv_cmd_run(int argc, char **argv)
         case O_CHAT: chat = true; break;
         case O_TMPL: tmpl_file = optarg; chat = true; break;
         case O_KW: kwargs = optarg; chat = true; break;
+        case O_XC: ep.expert_cache = optarg; break;
+        case O_HC: ep.host_cache = optarg; break;
+        case O_XFORCE: ep.store_always = true; break;
+        case O_IO:
+            if (!strcmp(optarg, "io_uring")) ep.io = XS_IO_URING;
+            else if (!strcmp(optarg, "pread")) ep.io = XS_IO_PREAD;
+            else {
+                fprintf(stderr, "moed: --io: io_uring or pread, not '%s'\n", optarg);
+                return 2;
+            }
+            break;
         case O_UNSUP:
-            fprintf(stderr, "moed: --%s: the expert cache, predictor and regrouping are not implemented in this "
-                            "version (every expert is resident, batches are formed first come first served)\n",
+            fprintf(stderr, "moed: --%s: the predictor, regrouping and CPU/GPU expert placement are not "
+                            "implemented in this version (batches are formed first come first served)\n",
                     li >= 0 ? lo[li].name : "?");
             return 2;
         default: return 2;

@@ -9,6 +9,7 @@
  * documented, parsed or range-checked in one place and forgotten in another.
  * config.example.json documents the same keys.
  */
+#include "cache/plan.h"
 #include "server/serve.h"
 
 #include "common/err.h"
@@ -64,7 +65,7 @@ static const struct cfg_key k_keys[] = {
     {"cache.device", CT_SIZE, OFF(cache.device), "auto", 0, 0, NULL},
     {"cache.host", CT_SIZE, OFF(cache.host), "auto", 0, 0, NULL},
     {"cache.cpu_compute", CT_ENUM, OFF(cache.cpu_compute), "auto", 0, 0, "auto|never|always"},
-    {"cache.io", CT_ENUM, OFF(cache.io), "pread", 0, 0, "io_uring|pread"},
+    {"cache.io", CT_ENUM, OFF(cache.io), "io_uring", 0, 0, "io_uring|pread"},
     {"predictor.mode", CT_ENUM, OFF(pred.mode), "none", 0, 0, "none|pregate|path|combined"},
     {"predictor.lookahead", CT_INT, OFF(pred.lookahead), "2", 0, 64, NULL},
     {"scheduler.policy", CT_ENUM, OFF(sched.policy), "fcfs", 0, 0, "fcfs|regroup"},
@@ -153,22 +154,9 @@ static bool choice_ok(const char *choices, const char *s)
  * B/iB), a percentage "25%", or "auto". */
 static bool size_ok(const char *s)
 {
-    if (strcmp(s, "auto") == 0)
-        return true;
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (end == s || errno || v < 0 || !isfinite(v))
-        return false;
-    if (*end == '%')
-        return end[1] == 0 && v <= 100;
-    if (*end && strchr("KMGTkmgt", *end))
-        end++;
-    if (*end == 'i')
-        end++;
-    if (*end == 'B' || *end == 'b')
-        end++;
-    return *end == 0;
+    struct plan_budget b;
+    char e[160];
+    return plan_parse_budget(s, &b, e, sizeof e) == 0;
 }
 
 static int set_str(char **dst, const char *s)
@@ -499,6 +487,9 @@ int srv_config_load(struct app_config *c, int argc, char **argv, char *err, size
     const char *kv = c->eng_kv_type;
     c->eng.kv_type = strcmp(kv, "f32") == 0 ? BE_TYPE_F32 : strcmp(kv, "q8_0") == 0 ? BE_TYPE_Q8_0 : BE_TYPE_F16;
     c->eng.max_queued = c->srv.max_queued;
+    c->eng.expert_cache = c->cache.device;
+    c->eng.host_cache = c->cache.host;
+    c->eng.io = strcmp(c->cache.io, "pread") == 0 ? XS_IO_PREAD : XS_IO_URING;
     if (c->eng.batch_tokens < c->eng.parallel)
         return fail(err, errlen, "engine.batch_tokens (%d) must be at least engine.parallel (%d)",
                     c->eng.batch_tokens, c->eng.parallel);
