@@ -24,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -525,29 +526,109 @@ int srv_cmd_run(int argc, char **argv)
             usage.prompt_tokens, t_prompt, t_prompt > 0 ? usage.prompt_tokens / t_prompt : 0.0,
             usage.completion_tokens, t_gen, t_gen > 0 ? n_after_first / t_gen : 0.0,
             fin == ENG_FINISH_STOP ? "stop" : fin == ENG_FINISH_LENGTH ? "length" : "canceled");
+    const struct xs_stats *xs = &met.xs;
+    const uint64_t lookups = xs->hits + xs->hits_loading + xs->misses;
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    if (verbose && met.expert_store) {
+        char lat[256];
+        size_t n = 0;
+        for (int i = 0; i < XS_LAT_BUCKETS; i++)
+            if (xs->lat_hist[i])
+                n += (size_t)snprintf(lat + n, n < sizeof lat ? sizeof lat - n : 0, " <%gms:%llu",
+                                      0.064 * (double)(1u << i), (unsigned long long)xs->lat_hist[i]);
+        fprintf(stderr,
+                "moed: expert cache: %u slots (%.1f MiB, %s%s), hit rate %.1f%% (%llu hits, %llu while loading, "
+                "%llu misses), %llu loads (%.1f MiB read, %.2f ms mean), %llu failed, %llu retries, "
+                "stall %.3f s (%.2f ms per generated token), evictions %llu, load latency%s\n",
+                xs->slots, (double)xs->device_bytes / 1048576.0, xs->uring ? "io_uring" : "pread",
+                xs->odirect ? ", O_DIRECT" : ", buffered", lookups ? 100.0 * (double)xs->hits / (double)lookups : 0.0,
+                (unsigned long long)xs->hits, (unsigned long long)xs->hits_loading,
+                (unsigned long long)xs->misses, (unsigned long long)xs->loads, (double)xs->bytes_disk / 1048576.0,
+                xs->loads ? 1e3 * xs->load_seconds / (double)xs->loads : 0.0,
+                (unsigned long long)xs->load_failures, (unsigned long long)xs->read_retries, xs->stall_seconds,
+                usage.completion_tokens ? 1e3 * xs->stall_seconds / usage.completion_tokens : 0.0,
+                (unsigned long long)xs->evictions, n ? lat : " -");
+    }
     if (stats) {
+        const struct plan *pl = eng_plan(e);
+        cJSON *j = cJSON_CreateObject();
+        cJSON_AddNumberToObject(j, "prompt_tokens", usage.prompt_tokens);
+        cJSON_AddNumberToObject(j, "completion_tokens", usage.completion_tokens);
+        cJSON_AddNumberToObject(j, "cached_tokens", usage.cached_tokens);
+        cJSON_AddStringToObject(j, "finish_reason",
+                                fin == ENG_FINISH_STOP ? "stop" : fin == ENG_FINISH_LENGTH ? "length" : "canceled");
+        cJSON_AddNumberToObject(j, "tokenize_s", t_tok);
+        cJSON_AddNumberToObject(j, "queue_s", usage.t_queue);
+        cJSON_AddNumberToObject(j, "prompt_s", t_prompt);
+        cJSON_AddNumberToObject(j, "generation_s", t_gen);
+        cJSON_AddNumberToObject(j, "total_s", usage.t_total);
+        cJSON_AddNumberToObject(j, "prompt_tokens_per_s", t_prompt > 0 ? usage.prompt_tokens / t_prompt : 0.0);
+        cJSON_AddNumberToObject(j, "generation_tokens_per_s", t_gen > 0 ? n_after_first / t_gen : 0.0);
+        cJSON_AddNumberToObject(j, "peak_rss_bytes", (double)ru.ru_maxrss * 1024.0);
+        cJSON *en = cJSON_AddObjectToObject(j, "engine");
+        cJSON_AddNumberToObject(en, "steps", (double)met.steps);
+        cJSON_AddNumberToObject(en, "step_tokens", (double)met.step_tokens);
+        cJSON_AddNumberToObject(en, "preemptions", (double)met.preemptions);
+        cJSON_AddNumberToObject(en, "kv_blocks", met.kv_blocks);
+        cJSON_AddNumberToObject(en, "kv_used", met.kv_used);
+        cJSON_AddNumberToObject(en, "kv_cached", met.kv_cached);
+        cJSON *mp = cJSON_AddObjectToObject(j, "memory_plan");
+        cJSON_AddNumberToObject(mp, "limit_bytes", (double)pl->limit);
+        cJSON_AddNumberToObject(mp, "available_bytes", (double)pl->available);
+        cJSON_AddNumberToObject(mp, "weights_bytes", (double)pl->weights);
+        cJSON_AddNumberToObject(mp, "kv_bytes", (double)pl->kv);
+        cJSON_AddNumberToObject(mp, "reserve_bytes", (double)pl->reserve);
+        cJSON_AddNumberToObject(mp, "expert_bytes", (double)pl->expert_bytes);
+        cJSON_AddBoolToObject(mp, "experts_resident", pl->experts_resident);
+        cJSON_AddNumberToObject(mp, "expert_cache_bytes", (double)pl->device_slot_bytes);
+        cJSON_AddNumberToObject(mp, "expert_cache_slots", pl->device_slots);
+        cJSON_AddNumberToObject(mp, "total_bytes", (double)pl->total);
+        cJSON *cc = cJSON_AddObjectToObject(j, "cache");
+        cJSON_AddBoolToObject(cc, "enabled", met.expert_store);
+        if (met.expert_store) {
+            cJSON_AddStringToObject(cc, "io", xs->uring ? "io_uring" : "pread");
+            cJSON_AddBoolToObject(cc, "o_direct", xs->odirect);
+            cJSON_AddNumberToObject(cc, "slots", xs->slots);
+            cJSON_AddNumberToObject(cc, "slots_ready", xs->slots_ready);
+            cJSON_AddNumberToObject(cc, "device_hits", (double)xs->hits);
+            cJSON_AddNumberToObject(cc, "device_hits_loading", (double)xs->hits_loading);
+            cJSON_AddNumberToObject(cc, "device_misses", (double)xs->misses);
+            cJSON_AddNumberToObject(cc, "host_hits", 0);
+            cJSON_AddNumberToObject(cc, "host_misses", 0);
+            cJSON_AddNumberToObject(cc, "hit_rate", lookups ? (double)xs->hits / (double)lookups : 0.0);
+            cJSON_AddNumberToObject(cc, "loads", (double)xs->loads);
+            cJSON_AddNumberToObject(cc, "load_failures", (double)xs->load_failures);
+            cJSON_AddNumberToObject(cc, "read_retries", (double)xs->read_retries);
+            cJSON_AddNumberToObject(cc, "bytes_disk_to_device", (double)xs->bytes_disk);
+            cJSON_AddNumberToObject(cc, "bytes_disk_to_host", 0);
+            cJSON_AddNumberToObject(cc, "bytes_host_to_device", 0);
+            cJSON_AddNumberToObject(cc, "expert_bytes_loaded", (double)xs->bytes_useful);
+            cJSON_AddNumberToObject(cc, "load_seconds", xs->load_seconds);
+            cJSON_AddNumberToObject(cc, "stall_seconds", xs->stall_seconds);
+            cJSON_AddNumberToObject(cc, "evictions", (double)xs->evictions);
+            cJSON *h = cJSON_AddArrayToObject(cc, "load_latency_us_le");
+            cJSON *hv = cJSON_AddArrayToObject(cc, "load_latency_count");
+            for (int i = 0; i < XS_LAT_BUCKETS; i++) {
+                cJSON_AddItemToArray(h, cJSON_CreateNumber(64.0 * (double)(1u << i)));
+                cJSON_AddItemToArray(hv, cJSON_CreateNumber((double)xs->lat_hist[i]));
+            }
+        }
+        char *txt = cJSON_Print(j);
+        cJSON_Delete(j);
         FILE *f = fopen(stats, "w");
-        if (!f) {
+        if (!f || !txt) {
             fprintf(stderr, "moed: %s: %s\n", stats, strerror(errno));
             rc = 1;
+            if (f)
+                fclose(f);
         } else {
-            fprintf(f,
-                    "{\"prompt_tokens\": %d, \"completion_tokens\": %d, \"cached_tokens\": %d,\n"
-                    " \"finish_reason\": \"%s\", \"tokenize_s\": %.6f, \"queue_s\": %.6f,\n"
-                    " \"prompt_s\": %.6f, \"generation_s\": %.6f, \"total_s\": %.6f,\n"
-                    " \"prompt_tokens_per_s\": %.3f, \"generation_tokens_per_s\": %.3f,\n"
-                    " \"engine\": {\"steps\": %llu, \"step_tokens\": %llu, \"preemptions\": %llu,\n"
-                    "            \"kv_blocks\": %d, \"kv_used\": %d, \"kv_cached\": %d}}\n",
-                    usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens,
-                    fin == ENG_FINISH_STOP ? "stop" : fin == ENG_FINISH_LENGTH ? "length" : "canceled",
-                    t_tok, usage.t_queue, t_prompt, t_gen, usage.t_total,
-                    t_prompt > 0 ? usage.prompt_tokens / t_prompt : 0.0,
-                    t_gen > 0 ? n_after_first / t_gen : 0.0, (unsigned long long)met.steps,
-                    (unsigned long long)met.step_tokens, (unsigned long long)met.preemptions,
-                    met.kv_blocks, met.kv_used, met.kv_cached);
+            fputs(txt, f);
+            fputc('\n', f);
             if (fclose(f) != 0)
                 rc = 1;
         }
+        free(txt);
     }
     vocab_tokens_free(&toks);
     eng_free(e);
