@@ -503,10 +503,10 @@ static void usage(FILE *f)
             "  --rope-base F   --rope-scaling linear:F|yarn:F\n"
             "planted routing structure (MoE only; every knob off by default, 0 turns one off):\n"
             "  --plant                   all four below at their defaults:\n"
-            "  --plant-layer-corr F      router(L+1) = F * router(L) + sqrt(1-F^2) * noise (0.7)\n"
+            "  --plant-layer-corr F      router(L+1) = F * router(L) + sqrt(1-F^2) * noise (0.85)\n"
             "  --plant-drift F           each layer adds about F x the embedding's RMS to the\n"
-            "                            residual stream (attn_output, ffn_down scaled) (0.2)\n"
-            "  --plant-skew F            Zipf exponent of expert popularity (1.0)\n"
+            "                            residual stream (attn_output, ffn_down scaled) (0.3)\n"
+            "  --plant-skew F            Zipf exponent of expert popularity (0.7)\n"
             "  --plant-topics N          topic clusters in the embeddings, each preferring\n"
             "                            top-k experts per layer (16)\n"
             "  --plant-topic-spread F    embedding noise / centroid ratio, smaller = tighter (1.0)\n");

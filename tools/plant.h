@@ -34,7 +34,7 @@ struct plant_params {
 /* What --plant alone sets. */
 static inline struct plant_params plant_params_default(void)
 {
-    return (struct plant_params){.layer_corr = 0.7f, .drift = 0.2f, .skew = 1.0f, .n_topics = 16,
+    return (struct plant_params){.layer_corr = 0.85f, .drift = 0.3f, .skew = 0.7f, .n_topics = 16,
                                  .topic_spread = 1.0f};
 }
 
