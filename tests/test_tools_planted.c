@@ -356,6 +356,8 @@ static void test_planted_structure(void **state)
     assert_true(sp.trans_rk > sp.pop_rk + 0.10);
     /* layer correlation alone (no topics, no skew) does it too */
     assert_true(sc.trans_rk > sr.trans_rk + 0.15);
+    /* the slow drift keeps a token's routing from being swamped by its context */
+    assert_true(sc.tok_same > sr.tok_same + 0.20);
     /* topics: same-topic tokens share experts, on planted only */
     assert_true(sp.topic_same > sp.topic_diff + 0.20);
     assert_true(fabs(sr.topic_same - sr.topic_diff) < 0.05);
@@ -370,12 +372,83 @@ static void test_planted_structure(void **state)
 
 /* ---- a real model, for comparison (MOED_PLANTED_COMPARE) ---- */
 
+/* Appends up to want documents of DOC_LEN tokens, cut from the files of dir
+ * whose names end in ext (sorted), labelled with topic. Returns how many. */
+static int add_docs(struct trace *t, const struct vocab *v, const char *dir, const char *ext,
+                    int topic, int want)
+{
+    struct dirent **names = NULL;
+    int n = scandir(dir, &names, NULL, alphasort), got = 0;
+    struct vocab_encode_opts eo = {.add_special = false, .parse_special = false};
+    for (int i = 0; i < n; i++) {
+        size_t nl = strlen(names[i]->d_name), el = strlen(ext);
+        if (got < want && names[i]->d_name[0] != '.' && nl > el && strcmp(names[i]->d_name + nl - el, ext) == 0) {
+            char path[512];
+            snprintf(path, sizeof path, "%s/%s", dir, names[i]->d_name);
+            FILE *f = fopen(path, "rb");
+            static char buf[1 << 16];
+            size_t len = f ? fread(buf, 1, sizeof buf, f) : 0;
+            if (f)
+                fclose(f);
+            struct vocab_tokens tk = {0};
+            if (len && vocab_encode(v, buf, len, &eo, &tk) == 0)
+                for (size_t o = 0; o + DOC_LEN <= tk.n && got < want; o += DOC_LEN, got++) {
+                    memcpy(t->tok + (size_t)t->n_doc * DOC_LEN, tk.ids + o, DOC_LEN * sizeof(int32_t));
+                    for (int j = 0; j < DOC_LEN; j++)
+                        t->topic[t->n_doc * DOC_LEN + j] = topic;
+                    t->n_doc++;
+                }
+            vocab_tokens_free(&tk);
+        }
+        free(names[i]);
+    }
+    free(names);
+    return got;
+}
+
 static void test_compare_real(void **state)
 {
     (void)state;
     const char *path = getenv("MOED_PLANTED_COMPARE");
     if (!path || !*path)
         skip();
+    char err[512];
+    struct model *m = NULL;
+    struct vocab *v = NULL;
+    if (model_load(&m, path, NULL, err, sizeof err) < 0 || vocab_init_gguf(&v, m->gguf, err, sizeof err) < 0)
+        fail_msg("%s: %s", path, err);
+    /* documents from four kinds of text; the kind stands in for the topic
+     * (shuffled so that the fitting half and the evaluation half hold every kind) */
+    static const struct { const char *dir, *ext; } kinds[] = {
+        {"/usr/lib/python3.11", ".py"}, {"/usr/include", ".h"},
+        {"/usr/share/common-licenses", ""}, {"/usr/share/perl/5.36", ".pm"}};
+    struct trace t = {0};
+    t.tok = malloc((size_t)N_DOC * DOC_LEN * sizeof(int32_t));
+    t.topic = malloc((size_t)N_DOC * DOC_LEN * sizeof(int32_t));
+    for (int k = 0; k < 4; k++)
+        printf("%s: %d documents\n", kinds[k].dir, add_docs(&t, v, kinds[k].dir, kinds[k].ext, k, N_DOC / 4));
+    if (t.n_doc < 8)
+        fail_msg("too little text found (%d documents)", t.n_doc);
+    uint64_t rs = 5;
+    int32_t tmp[DOC_LEN];
+    for (int d = t.n_doc - 1; d > 0; d--) {
+        int e = (int)(test_rand_u64(&rs) % (uint64_t)(d + 1));
+        memcpy(tmp, t.tok + d * DOC_LEN, sizeof tmp);
+        memcpy(t.tok + d * DOC_LEN, t.tok + e * DOC_LEN, sizeof tmp);
+        memcpy(t.tok + e * DOC_LEN, tmp, sizeof tmp);
+        int32_t a = t.topic[d * DOC_LEN], b = t.topic[e * DOC_LEN];
+        for (int j = 0; j < DOC_LEN; j++)
+            t.topic[d * DOC_LEN + j] = b, t.topic[e * DOC_LEN + j] = a;
+    }
+    t.n_tok = t.n_doc * DOC_LEN;
+    vocab_free(v);
+    model_free(m);
+    struct stats s;
+    run_model(path, &t);
+    compute_stats(&t, &s);
+    print_stats("real", &t, &s);
+    printf("  (topic = kind of text: Python, C headers, licences, Perl)\n");
+    trace_free(&t);
 }
 
 int main(void)
