@@ -8,8 +8,9 @@
  * structure trained MoEs are known to have (see tools/mkmodel.c, section
  * "planted routing structure", for how each knob acts on the weights):
  *   layer_corr    router of layer L+1 = rho * router of L + sqrt(1-rho^2) * noise
- *   drift         attn_output and every ffn_down are scaled so one layer adds
- *                 roughly `drift` times the embedding's RMS to the residual stream
+ *   drift         attn_output and every ffn_down are scaled by `drift`, so one
+ *                 layer adds at most about `drift` times the embedding's RMS to
+ *                 the residual stream (plain random weights: about 1)
  *   skew          Zipf-like expert popularity: the expert of rank r (a per-layer
  *                 random order) gets a router bias of -skew * ln(r + 1)
  *   n_topics      token embeddings cluster around n_topics centroids; each
