@@ -9,12 +9,26 @@
  * stream derived from the seed and the tensor's name: the values of a tensor
  * do not depend on the order tensors are written or on other options.
  *
+ * Planted routing structure (--plant and --plant-*; tools/plant.h): random
+ * weights route almost at random, so they say nothing about expert
+ * prediction. These options plant the structure trained MoEs have:
+ * correlated routers across adjacent layers, a slowly drifting residual
+ * stream, skewed expert popularity, and topic clusters in the embeddings with
+ * per-topic preferred experts. Shared vectors (the common direction,
+ * centroids, popularity orders, preferred sets) come from their own streams
+ * derived from the seed, so the streaming design holds. Every knob defaults
+ * to off, and with all of them off the output is byte-identical to a model
+ * written without them.
+ *
  * Usage: mkmodel --arch ARCH --preset tiny|tiny-k|medium --type TYPE -o OUT
  *        [--vocab synthetic[:N]|hf:TOKENIZER_JSON[:CONFIG]|spm:MODEL] [--seed S] [...]
+ *        [--plant] [--plant-layer-corr F] [--plant-drift F] [--plant-skew F]
+ *        [--plant-topics N] [--plant-topic-spread F]
  */
 #include "engine/arch.h"
 #include "engine/gguf.h"
 #include "kernels/quant.h"
+#include "tools/plant.h"
 #include "tools/vocab.h"
 
 #include <errno.h>
@@ -50,6 +64,7 @@ struct opts {
     const char *rope_scaling; /* "linear:F" or "yarn:F" */
     float rope_base;
     bool tied;         /* no output.weight */
+    struct plant_params plant; /* all zero: plain random weights */
 };
 
 /* ---- random numbers ---- */
@@ -76,6 +91,196 @@ static float rng_normal(uint64_t *s)
     double u1 = ((rng_next(s) >> 11) + 0.5) * (1.0 / 9007199254740992.0);
     double u2 = (rng_next(s) >> 11) * (1.0 / 9007199254740992.0);
     return (float)(sqrt(-2.0 * log(u1)) * cos(2.0 * M_PI * u2));
+}
+
+/* ---- planted routing structure ---- */
+
+/*
+ * How the knobs act (E = n_embd, X = experts, K = top-k). The router sees
+ * RMSNorm(h): its direction, not its scale. An embedding row is
+ *     e = a_n * g + sqrt(E) * (a_u * u + a_c * c_topic)
+ * with g the tensor's own standard-normal stream, u the unit common direction
+ * and c_topic the unit centroid of the token's topic; a_u^2 + a_c^2 + a_n^2 = 1
+ * keeps the row's RMS at 1, as without planting. With the residual stream
+ * drifting slowly, RMSNorm(h) stays close to e through the layers, so
+ * router row j adds to token t's logit about
+ *     bias_j (skew)                 from a component bias_j / (a_u sqrt(E)) along u,
+ *     PLANT_TOPIC_GAIN * a_c        from a component PLANT_TOPIC_GAIN / sqrt(E) along
+ *                                   c_k, for each topic k that prefers expert j.
+ * The router's random part is the usual one, mixed across layers:
+ *     R_L = rho^L G_0 + sqrt(1 - rho^2) * sum_{l=1..L} rho^(L-l) G_l
+ * where G_l is layer l's own router stream; every R_L has the variance of G_L,
+ * and R_{L+1} = rho R_L + sqrt(1 - rho^2) G_{L+1}.
+ */
+#define PLANT_COMMON 0.4f     /* a_u when skew is on */
+#define PLANT_TOPIC_GAIN 4.0f /* router logit gain of a preferred topic at a_c = 1 */
+
+struct plant {
+    struct plant_params p;
+    uint64_t seed;
+    uint32_t E, X, K;
+    float a_u, a_c, a_n;
+    float *u;    /* (E) unit common direction, or NULL */
+    float *cent; /* (n_topics, E) unit centroids, or NULL */
+};
+
+static bool plant_embed_on(const struct plant_params *p)
+{
+    return p->skew > 0 || p->n_topics > 0;
+}
+
+static bool plant_router_on(const struct plant_params *p)
+{
+    return p->layer_corr > 0 || plant_embed_on(p);
+}
+
+static void unit_vector(float *v, uint32_t n, uint64_t seed, const char *name)
+{
+    uint64_t rs = hash_str(seed, name);
+    double ss = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        v[i] = rng_normal(&rs);
+        ss += (double)v[i] * v[i];
+    }
+    float inv = (float)(1.0 / sqrt(ss));
+    for (uint32_t i = 0; i < n; i++)
+        v[i] *= inv;
+}
+
+/* A seeded permutation of 0..n-1 (Fisher-Yates) from the stream `name`. */
+static void permutation(uint32_t *perm, uint32_t n, uint64_t seed, const char *name)
+{
+    uint64_t rs = hash_str(seed, name);
+    for (uint32_t i = 0; i < n; i++)
+        perm[i] = i;
+    for (uint32_t i = n; i > 1; i--) {
+        uint32_t j = (uint32_t)(rng_next(&rs) % i), t = perm[i - 1];
+        perm[i - 1] = perm[j];
+        perm[j] = t;
+    }
+}
+
+static int plant_init(struct plant *pl, const struct plant_params *p, uint64_t seed, const struct shape *s)
+{
+    memset(pl, 0, sizeof *pl);
+    pl->p = *p;
+    pl->seed = seed;
+    pl->E = s->n_embd;
+    pl->X = s->n_expert;
+    pl->K = s->n_expert_used;
+    pl->a_u = p->skew > 0 ? PLANT_COMMON : 0;
+    float rest = 1.0f - pl->a_u * pl->a_u;
+    pl->a_c = p->n_topics ? sqrtf(rest / (1.0f + p->topic_spread * p->topic_spread)) : 0;
+    pl->a_n = sqrtf(rest - pl->a_c * pl->a_c);
+    if (pl->a_u > 0) {
+        pl->u = malloc(pl->E * sizeof(float));
+        if (!pl->u)
+            return -ENOMEM;
+        unit_vector(pl->u, pl->E, seed, "plant.common");
+    }
+    if (p->n_topics) {
+        pl->cent = malloc((size_t)p->n_topics * pl->E * sizeof(float));
+        if (!pl->cent)
+            return -ENOMEM;
+        for (uint32_t k = 0; k < p->n_topics; k++) {
+            char nm[48];
+            snprintf(nm, sizeof nm, "plant.centroid.%u", k);
+            unit_vector(pl->cent + (size_t)k * pl->E, pl->E, seed, nm);
+        }
+    }
+    return 0;
+}
+
+static void plant_free(struct plant *pl)
+{
+    free(pl->u);
+    free(pl->cent);
+}
+
+/* Turns a row of the embedding's own normal stream (scale 1) into e above. */
+static void plant_embed_row(const struct plant *pl, uint32_t tok, float *row)
+{
+    const float se = sqrtf((float)pl->E);
+    const float *c = pl->cent ? pl->cent + (size_t)plant_topic_of(tok, pl->p.n_topics) * pl->E : NULL;
+    for (uint32_t i = 0; i < pl->E; i++) {
+        float v = pl->a_n * row[i];
+        if (pl->u)
+            v += se * pl->a_u * pl->u[i];
+        if (c)
+            v += se * pl->a_c * c[i];
+        row[i] = v;
+    }
+}
+
+/* Fills w (X rows of E) with layer il's router: the correlated random part
+ * (scale is the plain router's), then the skew and topic components. */
+static void plant_router(const struct plant *pl, uint32_t il, float scale, float *w)
+{
+    const uint32_t E = pl->E, X = pl->X;
+    const size_t n = (size_t)X * E;
+    const double rho = pl->p.layer_corr;
+    char nm[96];
+    memset(w, 0, n * sizeof(float));
+    for (uint32_t l = rho > 0 ? 0 : il; l <= il; l++) {
+        double coef = l == il ? 1.0 : pow(rho, il - l);
+        if (rho > 0 && l > 0)
+            coef *= sqrt(1.0 - rho * rho);
+        snprintf(nm, sizeof nm, "blk.%u.ffn_gate_inp.weight", l);
+        uint64_t rs = hash_str(pl->seed, nm);
+        for (size_t i = 0; i < n; i++)
+            w[i] += (float)(coef * rng_normal(&rs) * scale);
+    }
+    uint32_t *perm = malloc(X * sizeof *perm);
+    if (!perm) {
+        fprintf(stderr, "mkmodel: out of memory\n");
+        exit(1);
+    }
+    const float se = sqrtf((float)E);
+    if (pl->u) {
+        /* perm[r] is the expert of popularity rank r in this layer */
+        snprintf(nm, sizeof nm, "plant.blk.%u.popularity", il);
+        permutation(perm, X, pl->seed, nm);
+        for (uint32_t r = 0; r < X; r++) {
+            float b = -pl->p.skew * logf((float)r + 1.0f) / (pl->a_u * se);
+            float *row = w + (size_t)perm[r] * E;
+            for (uint32_t i = 0; i < E; i++)
+                row[i] += b * pl->u[i];
+        }
+    }
+    for (uint32_t k = 0; k < pl->p.n_topics; k++) {
+        /* the first K of a per-layer, per-topic permutation are the preferred experts */
+        snprintf(nm, sizeof nm, "plant.blk.%u.topic.%u", il, k);
+        permutation(perm, X, pl->seed, nm);
+        const float *c = pl->cent + (size_t)k * E;
+        for (uint32_t j = 0; j < pl->K; j++) {
+            float *row = w + (size_t)perm[j] * E;
+            for (uint32_t i = 0; i < E; i++)
+                row[i] += PLANT_TOPIC_GAIN / se * c[i];
+        }
+    }
+    free(perm);
+}
+
+/* What planting does to a tensor, read from its name. */
+enum plant_role { PLANT_NONE, PLANT_EMBED, PLANT_ROUTER, PLANT_OUT_PROJ };
+
+static enum plant_role plant_role_of(const struct plant *pl, const char *name, uint32_t *layer)
+{
+    if (!pl)
+        return PLANT_NONE;
+    if (strcmp(name, "token_embd.weight") == 0)
+        return plant_embed_on(&pl->p) ? PLANT_EMBED : PLANT_NONE;
+    unsigned il;
+    int off = 0;
+    if (sscanf(name, "blk.%u.%n", &il, &off) != 1 || !off)
+        return PLANT_NONE;
+    *layer = il;
+    const char *sfx = name + off;
+    if (strcmp(sfx, "ffn_gate_inp.weight") == 0)
+        return plant_router_on(&pl->p) ? PLANT_ROUTER : PLANT_NONE;
+    if (strcmp(sfx, "attn_output.weight") == 0 || strncmp(sfx, "ffn_down", 8) == 0)
+        return pl->p.drift > 0 ? PLANT_OUT_PROJ : PLANT_NONE;
+    return PLANT_NONE;
 }
 
 /* ---- tensor plan ---- */
@@ -221,7 +426,7 @@ static void build_plan(struct plan *p, const struct opts *o, const struct arch_d
 /* ---- writing ---- */
 
 static int write_tensor(struct gguf_writer *w, const struct tensor_plan *t, uint64_t seed,
-                        float *row, void *qrow)
+                        const struct plant *pl, float *row, void *qrow)
 {
     uint64_t rs = hash_str(seed, t->name);
     const int64_t n_in = t->ne[0];
@@ -236,16 +441,37 @@ static int write_tensor(struct gguf_writer *w, const struct tensor_plan *t, uint
     case INIT_BIAS: scale = 0.1f; break;
     default: scale = 0.1f; break; /* norms: 1 + 0.1 * noise */
     }
+    uint32_t layer = 0;
+    const enum plant_role role = plant_role_of(pl, t->name, &layer);
+    float *router = NULL;
+    if (role == PLANT_OUT_PROJ)
+        scale *= pl->p.drift;
+    if (role == PLANT_ROUTER) {
+        /* small (experts x n_embd), and built from several layers' streams */
+        router = malloc((size_t)n_rows * n_in * sizeof(float));
+        if (!router)
+            return -ENOMEM;
+        plant_router(pl, layer, scale, router);
+    }
     for (int64_t r = 0; r < n_rows; r++) {
-        for (int64_t i = 0; i < n_in; i++) {
-            float v = rng_normal(&rs) * scale;
-            row[i] = t->init == INIT_NORM ? 1.0f + v : v;
+        if (router) {
+            memcpy(row, router + r * n_in, (size_t)n_in * sizeof(float));
+        } else {
+            for (int64_t i = 0; i < n_in; i++) {
+                float v = rng_normal(&rs) * scale;
+                row[i] = t->init == INIT_NORM ? 1.0f + v : v;
+            }
         }
+        if (role == PLANT_EMBED)
+            plant_embed_row(pl, (uint32_t)r, row);
         be_quant_row(t->type, row, qrow, n_in);
         int rc = gguf_writer_write(w, qrow, rb);
-        if (rc < 0)
+        if (rc < 0) {
+            free(router);
             return rc;
+        }
     }
+    free(router);
     return 0;
 }
 
@@ -274,7 +500,16 @@ static void usage(FILE *f)
             "  --seed S    (default 1)   --name NAME   --tied (no output.weight)\n"
             "  --layers N --hidden N --heads N --kv-heads N --head-dim N --ff N\n"
             "  --experts N --top-k N --ff-exp N --ff-shexp N --ctx N\n"
-            "  --rope-base F   --rope-scaling linear:F|yarn:F\n");
+            "  --rope-base F   --rope-scaling linear:F|yarn:F\n"
+            "planted routing structure (MoE only; every knob off by default, 0 turns one off):\n"
+            "  --plant                   all four below at their defaults:\n"
+            "  --plant-layer-corr F      router(L+1) = F * router(L) + sqrt(1-F^2) * noise (0.85)\n"
+            "  --plant-drift F           attn_output and every ffn_down scaled by F, so a layer\n"
+            "                            adds at most about F x the embedding's RMS (0.3)\n"
+            "  --plant-skew F            Zipf exponent of expert popularity (0.7)\n"
+            "  --plant-topics N          topic clusters in the embeddings, each preferring\n"
+            "                            top-k experts per layer (16)\n"
+            "  --plant-topic-spread F    embedding noise / centroid ratio, smaller = tighter (1.0)\n");
 }
 
 static int load_vocab(struct vocab_src **v, const char *spec)
@@ -320,7 +555,8 @@ int main(int argc, char **argv)
     struct shape ov = {0};
     enum {
         O_LAYERS = 256, O_HIDDEN, O_HEADS, O_KVHEADS, O_HEADDIM, O_FF, O_EXPERTS, O_TOPK,
-        O_FFEXP, O_FFSH, O_CTX, O_ROPEB, O_ROPES, O_DENSE, O_TIED, O_NAME
+        O_FFEXP, O_FFSH, O_CTX, O_ROPEB, O_ROPES, O_DENSE, O_TIED, O_NAME,
+        O_PLANT, O_PL_CORR, O_PL_DRIFT, O_PL_SKEW, O_PL_TOPICS, O_PL_SPREAD
     };
     static const struct option lo[] = {
         {"arch", 1, 0, 'a'}, {"preset", 1, 0, 'p'}, {"type", 1, 0, 't'}, {"out", 1, 0, 'o'},
@@ -330,7 +566,15 @@ int main(int argc, char **argv)
         {"experts", 1, 0, O_EXPERTS}, {"top-k", 1, 0, O_TOPK}, {"ff-exp", 1, 0, O_FFEXP},
         {"ff-shexp", 1, 0, O_FFSH}, {"ctx", 1, 0, O_CTX}, {"rope-base", 1, 0, O_ROPEB},
         {"rope-scaling", 1, 0, O_ROPES}, {"dense", 0, 0, O_DENSE}, {"tied", 0, 0, O_TIED},
-        {"name", 1, 0, O_NAME}, {0, 0, 0, 0}};
+        {"name", 1, 0, O_NAME}, {"plant", 0, 0, O_PLANT}, {"plant-layer-corr", 1, 0, O_PL_CORR},
+        {"plant-drift", 1, 0, O_PL_DRIFT}, {"plant-skew", 1, 0, O_PL_SKEW},
+        {"plant-topics", 1, 0, O_PL_TOPICS}, {"plant-topic-spread", 1, 0, O_PL_SPREAD}, {0, 0, 0, 0}};
+    /* --plant sets the defaults of every knob; a --plant-* flag overrides its
+     * knob wherever it stands, so the flags are gathered first. */
+    bool plant_all = false;
+    struct plant_params pset = {0};
+    enum { SET_CORR = 1, SET_DRIFT = 2, SET_SKEW = 4, SET_TOPICS = 8, SET_SPREAD = 16 };
+    unsigned pmask = 0;
     int c;
     while ((c = getopt_long(argc, argv, "a:p:t:o:v:s:h", lo, NULL)) != -1) {
         switch (c) {
@@ -357,6 +601,12 @@ int main(int argc, char **argv)
         case O_DENSE: o.dense = true; break;
         case O_TIED: o.tied = true; break;
         case O_NAME: o.name = optarg; break;
+        case O_PLANT: plant_all = true; break;
+        case O_PL_CORR: pset.layer_corr = strtof(optarg, NULL), pmask |= SET_CORR; break;
+        case O_PL_DRIFT: pset.drift = strtof(optarg, NULL), pmask |= SET_DRIFT; break;
+        case O_PL_SKEW: pset.skew = strtof(optarg, NULL), pmask |= SET_SKEW; break;
+        case O_PL_TOPICS: pset.n_topics = (uint32_t)atoi(optarg), pmask |= SET_TOPICS; break;
+        case O_PL_SPREAD: pset.topic_spread = strtof(optarg, NULL), pmask |= SET_SPREAD; break;
         default: usage(stderr); return 2;
         }
     }
@@ -396,6 +646,27 @@ int main(int argc, char **argv)
         fprintf(stderr, "mkmodel: inconsistent shape\n");
         return 2;
     }
+    if (plant_all)
+        o.plant = plant_params_default();
+    if (pmask & SET_CORR) o.plant.layer_corr = pset.layer_corr;
+    if (pmask & SET_DRIFT) o.plant.drift = pset.drift;
+    if (pmask & SET_SKEW) o.plant.skew = pset.skew;
+    if (pmask & SET_TOPICS) o.plant.n_topics = pset.n_topics;
+    if (pmask & SET_SPREAD) o.plant.topic_spread = pset.topic_spread;
+    else if ((pmask & SET_TOPICS) && !plant_all)
+        o.plant.topic_spread = plant_params_default().topic_spread;
+    const struct plant_params *pp = &o.plant;
+    const bool planted = pp->layer_corr > 0 || pp->drift > 0 || pp->skew > 0 || pp->n_topics > 0;
+    if (pp->layer_corr < 0 || pp->layer_corr >= 1 || pp->drift < 0 || pp->skew < 0 ||
+        pp->topic_spread < 0 || pp->n_topics > 65536) {
+        fprintf(stderr, "mkmodel: a --plant-* knob is out of range (layer-corr in [0, 1), "
+                        "drift, skew, topic-spread >= 0, topics <= 65536)\n");
+        return 2;
+    }
+    if (planted && !(a->ffn == ARCH_FFN_MOE || (a->ffn == ARCH_FFN_EITHER && !o.dense))) {
+        fprintf(stderr, "mkmodel: --plant needs a mixture-of-experts model\n");
+        return 2;
+    }
     const char *sc_type = NULL;
     float sc_factor = 1;
     if (o.rope_scaling && parse_scaling(o.rope_scaling, &sc_type, &sc_factor) < 0) {
@@ -422,7 +693,16 @@ int main(int argc, char **argv)
         snprintf(name, sizeof name, "moed-synthetic-%s-%s-%s", o.arch, o.preset, o.type);
     gguf_writer_kv_str(w, "general.architecture", o.arch);
     gguf_writer_kv_str(w, "general.name", name);
-    gguf_writer_kv_str(w, "general.description", "synthetic model with random weights written by moed's mkmodel");
+    if (planted) {
+        char desc[256];
+        snprintf(desc, sizeof desc,
+                 "synthetic model with random weights and planted routing structure written by moed's "
+                 "mkmodel (layer-corr %g, drift %g, skew %g, topics %u, topic-spread %g)",
+                 pp->layer_corr, pp->drift, pp->skew, pp->n_topics, pp->topic_spread);
+        gguf_writer_kv_str(w, "general.description", desc);
+    } else {
+        gguf_writer_kv_str(w, "general.description", "synthetic model with random weights written by moed's mkmodel");
+    }
     gguf_writer_kv_u32(w, "general.quantization_version", 2);
     gguf_writer_kv_u32(w, K("context_length"), o.s.n_ctx);
     gguf_writer_kv_u32(w, K("embedding_length"), o.s.n_embd);
@@ -466,9 +746,13 @@ int main(int argc, char **argv)
     }
     float *row = malloc(max_in * sizeof(float));
     void *qrow = malloc(max_row);
-    rc = row && qrow ? gguf_writer_begin_data(w) : -ENOMEM;
+    struct plant pl = {0};
+    rc = row && qrow ? plant_init(&pl, &o.plant, o.seed, &o.s) : -ENOMEM;
+    if (rc == 0)
+        rc = gguf_writer_begin_data(w);
     for (size_t i = 0; rc == 0 && i < plan.n; i++)
-        rc = write_tensor(w, &plan.t[i], o.seed, row, qrow);
+        rc = write_tensor(w, &plan.t[i], o.seed, planted ? &pl : NULL, row, qrow);
+    plant_free(&pl);
     free(row);
     free(qrow);
     free(plan.t);
