@@ -227,7 +227,7 @@ int plan_compute(const struct plan_in *in, const struct plan_machine *mach, stru
         }
     }
     if (!p->experts_resident) {
-        uint64_t min = xs_min_budget(in->xp, 2);
+        uint64_t min = xs_min_budget(in->xp, 1);
         if (p->device_budget < min) {
             plan_bytes_str(p->device_budget, a, sizeof a);
             plan_bytes_str(min, b, sizeof b);
@@ -237,7 +237,7 @@ int plan_compute(const struct plan_in *in, const struct plan_machine *mach, stru
                          "reserve, at least %s needed (lower --kv-tokens or --ctx-size, or set --expert-cache)",
                          a, b);
             else
-                snprintf(err, errlen, "expert cache of %s is too small: at least %s (two experts of each size)",
+                snprintf(err, errlen, "expert cache of %s is too small: at least %s (one expert of each size)",
                          a, b);
             return ERR_CONFIG;
         }

@@ -53,6 +53,7 @@ struct slot_class {
     size_t bytes[3];       /* slice bytes */
     size_t cap[3];         /* slice capacity in the slot (aligned span) */
     size_t slot_bytes;
+    bool direct;           /* O_DIRECT spans (else exact, buffered) */
     uint32_t n_slots, first;
     uint64_t units;        /* experts of this size in the model */
     uint8_t *arena;
@@ -109,7 +110,7 @@ static double now_s(void)
 
 struct xs_params xs_params_default(void)
 {
-    return (struct xs_params){.io = XS_IO_URING, .queue_depth = 8, .retries = 2};
+    return (struct xs_params){.io = XS_IO_URING, .queue_depth = 8, .retries = 2, .direct_min_bytes = 64 << 10};
 }
 
 static void errf(char *err, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -150,9 +151,13 @@ static int make_classes(const struct xs_params *p, struct slot_class *cls, int m
                 return -1;
             memset(&cls[n], 0, sizeof cls[n]);
             cls[n].slot_bytes = 0;
+            size_t mn = L->s[0].bytes;
+            for (int k = 1; k < 3; k++)
+                mn = L->s[k].bytes < mn ? L->s[k].bytes : mn;
+            cls[n].direct = mn >= p->direct_min_bytes;
             for (int k = 0; k < 3; k++) {
                 cls[n].bytes[k] = L->s[k].bytes;
-                cls[n].cap[k] = span_cap(L->s[k].bytes);
+                cls[n].cap[k] = cls[n].direct ? span_cap(L->s[k].bytes) : (L->s[k].bytes + 63) / 64 * 64;
                 cls[n].slot_bytes += cls[n].cap[k];
             }
             n++;
@@ -298,7 +303,7 @@ static void set_data(struct xstore *s, struct slot *x)
     uint8_t *m = x->mem;
     for (int k = 0; k < 3; k++) {
         uint64_t off = s->layers[layer].s[k].off0 + (uint64_t)e * s->layers[layer].s[k].bytes;
-        x->data[k] = m + (off % XS_ALIGN);
+        x->data[k] = m + (c->direct ? off % XS_ALIGN : 0);
         m += c->cap[k];
     }
 }
@@ -383,26 +388,23 @@ struct read_part {
     uint8_t *dst;
 };
 
+/* The three reads of a slot. A direct class reads whole pages (or, after
+ * O_DIRECT was refused, the same span buffered); other classes read each
+ * slice exactly. need: the bytes that must arrive. */
 static void parts_of(struct xstore *s, struct slot *x, struct read_part *rp, bool direct)
 {
     const struct slot_class *c = &s->cls[x->cls];
     uint32_t layer = (uint32_t)x->unit / s->p.n_expert, e = (uint32_t)x->unit % s->p.n_expert;
     uint8_t *m = x->mem;
+    direct = direct && c->direct;
     for (int k = 0; k < 3; k++) {
         uint64_t off = s->layers[layer].s[k].off0 + (uint64_t)e * s->layers[layer].s[k].bytes;
-        uint64_t a = off / XS_ALIGN * XS_ALIGN;
         uint64_t end = off + s->layers[layer].s[k].bytes;
+        uint64_t a = c->direct ? off / XS_ALIGN * XS_ALIGN : off;
         rp[k].need = (size_t)(end - a);
-        if (direct) {
-            rp[k].fd = s->fd_direct;
-            rp[k].off = a;
-            rp[k].len = (size_t)((end + XS_ALIGN - 1) / XS_ALIGN * XS_ALIGN - a);
-            /* never ask past the end of the file's last page */
-        } else {
-            rp[k].fd = s->fd_buf;
-            rp[k].off = a;
-            rp[k].len = rp[k].need;
-        }
+        rp[k].fd = direct ? s->fd_direct : s->fd_buf;
+        rp[k].off = a;
+        rp[k].len = direct ? (size_t)((end + XS_ALIGN - 1) / XS_ALIGN * XS_ALIGN - a) : rp[k].need;
         rp[k].dst = m;
         m += c->cap[k];
     }
@@ -467,7 +469,7 @@ static void finish_load(struct xstore *s, int32_t i, int err, const char *why)
 static int read_slot_sync(struct xstore *s, struct slot *x, char *why, size_t len)
 {
     struct read_part rp[3];
-    bool direct = s->odirect_ok && s->fd_direct >= 0;
+    bool direct = s->odirect_ok && s->fd_direct >= 0 && s->cls[x->cls].direct;
     parts_of(s, x, rp, direct);
     for (int k = 0; k < 3; k++) {
         size_t got = 0;
@@ -576,7 +578,7 @@ static void *uring_worker(void *arg)
                 finish_load(s, i, err, why);
                 continue;
             }
-            bool direct = s->odirect_ok && s->fd_direct >= 0;
+            bool direct = s->odirect_ok && s->fd_direct >= 0 && s->cls[x->cls].direct;
             struct read_part rp[3];
             parts_of(s, x, rp, direct);
             x->parts_left = 3;
@@ -614,7 +616,7 @@ static void *uring_worker(void *arg)
             int k = (int)(ud & 3);
             struct slot *x = &s->slots[i];
             struct read_part rp[3];
-            bool direct = s->odirect_ok && s->fd_direct >= 0;
+            bool direct = s->odirect_ok && s->fd_direct >= 0 && s->cls[x->cls].direct;
             parts_of(s, x, rp, direct);
             if (s->p.test_odirect_einval && direct)
                 res = -EINVAL;
@@ -834,6 +836,11 @@ int xs_open(struct xstore **out, const struct xs_params *pp, char *err, size_t e
             goto fail;
         }
     }
+    bool any_direct = false;
+    for (uint32_t c = 0; c < s->n_class; c++)
+        any_direct |= s->cls[c].direct;
+    s->odirect_ok = s->odirect_ok && any_direct;
+    s->st.odirect = s->odirect_ok;
     log_info("cache", "expert cache: %u slots, %.1f MiB (%s%s), %u classes", s->n_slots,
              (double)s->st.device_bytes / 1048576.0, s->use_uring ? "io_uring" : "pread",
              s->odirect_ok ? ", O_DIRECT" : ", buffered", s->n_class);

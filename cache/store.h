@@ -36,8 +36,9 @@
  * instead of returning garbage; a file replaced by rename keeps being read
  * through the open descriptor (the old, consistent version) and is logged.
  *
- * Threading: all calls come from one thread (the engine's) except
- * xs_get_stats, which any thread may call.
+ * Threading: every call may come from any thread (one mutex guards the
+ * slots; the loader runs on its own threads); the engine calls from its
+ * thread, the tests from many. A struct xs_handle belongs to one thread.
  */
 #ifndef MOED_CACHE_STORE_H
 #define MOED_CACHE_STORE_H
@@ -74,6 +75,11 @@ struct xs_params {
     enum xs_io io;
     int queue_depth;           /* experts in flight; 0 = 8 */
     int retries;               /* extra attempts after a failed read; < 0 = 2 */
+    /* Experts whose smallest slice has at least this many bytes are read
+     * with O_DIRECT into page-aligned spans (up to 8 KiB of padding per
+     * slice); smaller ones with buffered reads into slots of their exact
+     * size, where the padding would cost more than the page cache saves. */
+    size_t direct_min_bytes;
     /* Test hooks (the tests' only way to reach the fallbacks and failures):
      * pretend io_uring_queue_init failed; pretend O_DIRECT reads give
      * EINVAL; fail reads of experts given as "L:E[:N],..." (N attempts, all

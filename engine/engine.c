@@ -588,6 +588,8 @@ static void update_metrics(struct engine *e)
     e->met.last_batch_tokens = e->last_batch_tokens;
     e->met.last_batch_seqs = e->last_batch_seqs;
     e->met.expert_store = e->xs != NULL;
+    e->met.expert_waves = fwd_get_stats(e->f)->expert_waves;
+    e->met.moe_layer_steps = e->steps * e->m->n_moe_layers;
     if (e->xs)
         xs_get_stats(e->xs, &e->met.xs);
     pthread_mutex_unlock(&e->mu);
@@ -700,6 +702,7 @@ static bool step(struct engine *e)
                 }
         }
     }
+    update_metrics(e); /* before the notes: a caller woken by DONE reads this step's figures */
     /* Notify every request of the step, then drop the engine's reference of
      * those that finished (after which the caller may already have freed
      * them: nothing reads them later). */

@@ -106,6 +106,9 @@ struct eng_metrics {
     uint64_t requests_done;
     int32_t last_batch_tokens, last_batch_seqs;
     bool expert_store;               /* experts are loaded on demand (xs valid) */
+    uint64_t expert_waves;           /* expert computations of a MoE layer (more than one per layer
+                                        and step when experts arrive late or slots run short) */
+    uint64_t moe_layer_steps;        /* MoE layers run (steps x MoE layers) */
     struct xs_stats xs;
 };
 

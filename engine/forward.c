@@ -417,6 +417,7 @@ static void run_wave(struct fwd *f, uint32_t il, int64_t n, int32_t n_act, int32
         .d_out = f->pair_d + (size_t)*base * (size_t)E,
     };
     f->be->ops->moe_ffn(f->be, NULL, f->xn, n, &ml);
+    f->st.expert_waves++;
     *base += p;
     for (int32_t i = 0; i < n_act; i++)
         if (f->xstate[i] == X_READY) {

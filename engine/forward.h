@@ -55,6 +55,7 @@ struct fwd_stats {
     uint64_t expert_weight_reads;     /* expert matrices applied (once per expert per layer per step) */
     uint64_t expert_token_rows;       /* token rows computed by experts */
     uint32_t last_distinct_experts;   /* distinct experts in the last step, all layers */
+    uint64_t expert_waves;            /* expert store: computations of a layer's experts (>= MoE layers x steps) */
 };
 
 struct fwd;

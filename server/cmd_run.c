@@ -607,6 +607,8 @@ int srv_cmd_run(int argc, char **argv)
             cJSON_AddNumberToObject(cc, "load_seconds", xs->load_seconds);
             cJSON_AddNumberToObject(cc, "stall_seconds", xs->stall_seconds);
             cJSON_AddNumberToObject(cc, "evictions", (double)xs->evictions);
+            cJSON_AddNumberToObject(cc, "expert_waves", (double)met.expert_waves);
+            cJSON_AddNumberToObject(cc, "moe_layer_steps", (double)met.moe_layer_steps);
             cJSON *h = cJSON_AddArrayToObject(cc, "load_latency_us_le");
             cJSON *hv = cJSON_AddArrayToObject(cc, "load_latency_count");
             for (int i = 0; i < XS_LAT_BUCKETS; i++) {

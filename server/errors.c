@@ -50,6 +50,7 @@ enum srv_err srv_err_from_code(int code)
     case ERR_TEMPLATE:
     case ERR_TOKENIZER: return SRV_ERR_INVALID;
     case ERR_CANCELED:
+    case ERR_MODEL_CHANGED:
     case -ENOMEM: return SRV_ERR_UNAVAILABLE;
     default: return SRV_ERR_INTERNAL;
     }

@@ -140,6 +140,52 @@ static void hist(struct out *o, const char *name, const char *help, const struct
     put(o, "%s_sum %.9g\n%s_count %llu\n", name, h->sum, name, (unsigned long long)h->total);
 }
 
+/* The expert store's figures (all zero when every expert is resident). */
+static void expert_cache(struct out *o, const struct eng_metrics *em)
+{
+    const struct xs_stats *x = &em->xs;
+    gauge(o, "moed_expert_cache_enabled", "1 when experts are loaded on demand into the expert cache.",
+          em->expert_store ? 1 : 0);
+    head(o, "moed_expert_cache_lookups_total", "counter",
+         "Expert lookups by tier and result (hit: resident; loading: already on its way; miss: loaded now).");
+    put(o, "moed_expert_cache_lookups_total{tier=\"device\",result=\"hit\"} %llu\n", (unsigned long long)x->hits);
+    put(o, "moed_expert_cache_lookups_total{tier=\"device\",result=\"loading\"} %llu\n",
+        (unsigned long long)x->hits_loading);
+    put(o, "moed_expert_cache_lookups_total{tier=\"device\",result=\"miss\"} %llu\n", (unsigned long long)x->misses);
+    head(o, "moed_expert_cache_bytes_moved_total", "counter", "Bytes moved between tiers.");
+    put(o, "moed_expert_cache_bytes_moved_total{from=\"disk\",to=\"device\"} %llu\n",
+        (unsigned long long)x->bytes_disk);
+    put(o, "moed_expert_cache_bytes_moved_total{from=\"disk\",to=\"host\"} 0\n");
+    put(o, "moed_expert_cache_bytes_moved_total{from=\"host\",to=\"device\"} 0\n");
+    counter(o, "moed_expert_cache_loads_total", "Experts loaded from the model file.", (double)x->loads);
+    counter(o, "moed_expert_cache_load_failures_total", "Expert loads that failed after their retries.",
+            (double)x->load_failures);
+    counter(o, "moed_expert_cache_read_retries_total", "Expert reads retried after an error or short read.",
+            (double)x->read_retries);
+    counter(o, "moed_expert_cache_evictions_total", "Experts evicted from the cache.", (double)x->evictions);
+    counter(o, "moed_expert_cache_stall_seconds_total", "Seconds the forward pass waited for experts.",
+            x->stall_seconds);
+    head(o, "moed_expert_cache_load_seconds", "histogram", "Latency of expert loads.");
+    uint64_t cum = 0;
+    for (int i = 0; i < XS_LAT_BUCKETS; i++) {
+        cum += x->lat_hist[i];
+        if (i < XS_LAT_BUCKETS - 1)
+            put(o, "moed_expert_cache_load_seconds_bucket{le=\"%g\"} %llu\n", 64e-6 * (double)(1u << i),
+                (unsigned long long)cum);
+    }
+    put(o, "moed_expert_cache_load_seconds_bucket{le=\"+Inf\"} %llu\n", (unsigned long long)cum);
+    put(o, "moed_expert_cache_load_seconds_sum %.9g\nmoed_expert_cache_load_seconds_count %llu\n", x->load_seconds,
+        (unsigned long long)cum);
+    head(o, "moed_expert_cache_slots", "gauge", "Expert cache slots by state.");
+    put(o, "moed_expert_cache_slots{state=\"ready\"} %u\n", x->slots_ready);
+    put(o, "moed_expert_cache_slots{state=\"loading\"} %u\n", x->slots_loading);
+    put(o, "moed_expert_cache_slots{state=\"pinned\"} %u\n", x->slots_pinned);
+    gauge(o, "moed_expert_cache_slots_total", "Expert cache slots.", x->slots);
+    gauge(o, "moed_expert_cache_bytes", "Memory of the expert cache's slots.", (double)x->device_bytes);
+    gauge(o, "moed_model_file_changed", "1 when the model file changed under the server (restart it).",
+          x->file_changed ? 1 : 0);
+}
+
 int srv_metrics_render(const struct srv *s, char **out, size_t *len)
 {
     const struct srv_metrics *m = s->metrics;
@@ -187,6 +233,7 @@ int srv_metrics_render(const struct srv *s, char **out, size_t *len)
         counter(&o, "moed_engine_requests_done_total", "Requests the engine finished.", (double)em.requests_done);
         gauge(&o, "moed_engine_batch_tokens", "Tokens in the last step.", em.last_batch_tokens);
         gauge(&o, "moed_engine_batch_sequences", "Sequences in the last step.", em.last_batch_seqs);
+        expert_cache(&o, &em);
     }
     gauge(&o, "moed_uptime_seconds", "Seconds since the server started.", srv_now() - s->t_load_start);
     if (o.oom) {

