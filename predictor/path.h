@@ -27,8 +27,10 @@
  *              (not recorded) gives a_d = 0, i.e. the path score alone.
  * Modes: PRED_MODE_PREGATE ranks by g_d only, PRED_MODE_PATH by s_d only,
  * PRED_MODE_COMBINED by c_d. Ranking is by score, descending, ties broken by
- * the lower expert id, so results are deterministic. Layers past the last
- * layer, and non-MoE layers, yield -1 entries.
+ * the lower expert id, so results are deterministic; only ids with a
+ * positive score are listed. Layers past the last layer, and layers never
+ * seen with experts in an update (non-MoE layers; every layer of a fresh
+ * predictor), yield -1 entries in path mode.
  *
  * Memory: T is n_layer x n_expert x n_expert u32, plus max_seqs x recent x
  * n_layer x k ids; all allocated at init. predict and update never allocate.
