@@ -47,7 +47,7 @@ struct pred_path_params pred_path_params_default(void)
     struct pred_path_params p = {
         .recent = 4, .max_seqs = 256, .pop_decay = 0.999f,
         .w_trans = 1.0f, .w_recent = 0.5f, .w_pop = 0.1f,
-        .w_pregate = 0.6f, .pregate_decay = 0.8f,
+        .w_pregate = 0.5f, .pregate_decay = 0.8f,
     };
     return p;
 }

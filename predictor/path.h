@@ -55,7 +55,7 @@ struct pred_path_params {
     uint32_t max_seqs;    /* sequences tracked at once (default 256) */
     float pop_decay;      /* per token, in (0, 1]; 1 = plain counts (default 0.999) */
     float w_trans, w_recent, w_pop; /* path score weights (defaults 1, 0.5, 0.1) */
-    float w_pregate;      /* a_1, the pregate share at d = 1 (default 0.6) */
+    float w_pregate;      /* a_1, the pregate share at d = 1 (default 0.5) */
     float pregate_decay;  /* a_d = w_pregate * pregate_decay^(d-1) (default 0.8) */
 };
 

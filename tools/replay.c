@@ -7,6 +7,8 @@
  *   replay TRACE [--cache PCT | --slots N] [--batch 1,4,16,live]
  *          [--policy lru,lfu,static,lru+pregate,lru+path,combined,belady]
  *          [--k-pred N] [--lookahead D] [--static-share F] [--no-sweep]
+ *          [--w-pregate A] [--pregate-decay F] [--w-trans W] [--w-recent W]
+ *          [--w-pop W] [--recent N]   (predictor weights, predictor/path.h)
  *
  * Model of a run (same for every policy):
  *   - The trace's tokens are regrouped into batches of B tokens in trace
@@ -66,6 +68,7 @@ struct run_cfg {
     uint64_t capacity;
     uint32_t k_pred, lookahead;
     double static_share;
+    struct pred_path_params pp; /* weights for lru+path and combined (shape set per run) */
 };
 
 struct run_out {
@@ -248,7 +251,7 @@ static int run_policy(const struct trace_mem *tm, const uint32_t *start, uint32_
     uint32_t *prot = NULL, *n_prot = NULL; /* per target layer: keys protected by this batch */
     uint8_t *mark = xcalloc(n_keys, 1);
     if (predictive && D > 0) {
-        struct pred_path_params pp_p = pred_path_params_default();
+        struct pred_path_params pp_p = cfg->pp;
         pp_p.n_layer = L;
         pp_p.n_expert = E;
         pp_p.k = K;
@@ -360,7 +363,8 @@ static void usage(void)
     fprintf(stderr,
             "usage: replay TRACE [--cache PCT | --slots N] [--batch 1,4,16,live]\n"
             "       [--policy lru,lfu,static,lru+pregate,lru+path,combined,belady]\n"
-            "       [--k-pred N] [--lookahead D] [--static-share F] [--no-sweep]\n");
+            "       [--k-pred N] [--lookahead D] [--static-share F] [--no-sweep]\n"
+            "       [--w-pregate A] [--pregate-decay F] [--w-trans W] [--w-recent W] [--w-pop W] [--recent N]\n");
 }
 
 static void print_row(const char *name, uint32_t kp, const struct run_out *ro, uint32_t n_tok, uint32_t D,
@@ -391,6 +395,7 @@ int main(int argc, char **argv)
     double pct = 25, static_share = 0.5;
     long slots = -1, k_pred = -1, lookahead = -1;
     bool sweep = true;
+    struct pred_path_params pp_w = pred_path_params_default();
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         bool has = i + 1 < argc;
@@ -402,6 +407,12 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--lookahead") && has) lookahead = atol(argv[++i]);
         else if (!strcmp(a, "--static-share") && has) static_share = atof(argv[++i]);
         else if (!strcmp(a, "--no-sweep")) sweep = false;
+        else if (!strcmp(a, "--w-pregate") && has) pp_w.w_pregate = (float)atof(argv[++i]);
+        else if (!strcmp(a, "--pregate-decay") && has) pp_w.pregate_decay = (float)atof(argv[++i]);
+        else if (!strcmp(a, "--w-trans") && has) pp_w.w_trans = (float)atof(argv[++i]);
+        else if (!strcmp(a, "--w-recent") && has) pp_w.w_recent = (float)atof(argv[++i]);
+        else if (!strcmp(a, "--w-pop") && has) pp_w.w_pop = (float)atof(argv[++i]);
+        else if (!strcmp(a, "--recent") && has) pp_w.recent = (uint32_t)atol(argv[++i]);
         else if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(); return 0; }
         else if (a[0] != '-' && !path) path = a;
         else { usage(); return 2; }
@@ -439,7 +450,7 @@ int main(int argc, char **argv)
         if (in->expert_bytes[l] > maxb) maxb = in->expert_bytes[l];
         n_moe += in->expert_bytes[l] != 0;
     }
-    struct run_cfg cfg = {.static_share = static_share};
+    struct run_cfg cfg = {.static_share = static_share, .pp = pp_w};
     cfg.capacity = slots >= 0 ? (uint64_t)slots * maxb : (uint64_t)(pct / 100.0 * (double)total);
     cfg.k_pred = k_pred > 0 ? (uint32_t)k_pred : in->k;
     if (cfg.k_pred > in->n_expert) cfg.k_pred = in->n_expert;
