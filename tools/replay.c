@@ -260,7 +260,7 @@ static int run_policy(const struct trace_mem *tm, const uint32_t *start, uint32_
             goto out;
         pred_out = xcalloc((size_t)D * KP, 4);
         pg = xcalloc((size_t)D * (M ? M : 1), 4);
-        prot = xcalloc((size_t)L * n_keys, 4);
+        prot = xcalloc((size_t)L * D * E, 4); /* a layer gets at most E keys from each of D layers */
         n_prot = xcalloc(L, 4);
     }
     enum pred_mode mode = pol == P_PREGATE ? PRED_MODE_PREGATE : pol == P_PATH ? PRED_MODE_PATH : PRED_MODE_COMBINED;
@@ -283,7 +283,7 @@ static int run_policy(const struct trace_mem *tm, const uint32_t *start, uint32_
             if (!pp)
                 continue;
             for (uint32_t i = 0; i < n_prot[l]; i++)
-                simcache_unprotect(c, prot[(size_t)l * n_keys + i]);
+                simcache_unprotect(c, prot[(size_t)l * D * E + i]);
             n_prot[l] = 0;
             uint32_t nd = D < L - 1 - l ? D : L - 1 - l;
             if (nd == 0 || !tm->expert_bytes[l])
@@ -310,7 +310,7 @@ static int run_policy(const struct trace_mem *tm, const uint32_t *start, uint32_
                         uint32_t key = tl * E + (uint32_t)row[r];
                         if (!mark[key]) {
                             mark[key] = 1;
-                            prot[(size_t)tl * n_keys + n_prot[tl]++] = key;
+                            prot[(size_t)tl * D * E + n_prot[tl]++] = key;
                         }
                     }
                 }
@@ -319,7 +319,7 @@ static int run_policy(const struct trace_mem *tm, const uint32_t *start, uint32_
             for (uint32_t d = 1; d <= nd; d++) {
                 uint32_t tl = l + d;
                 for (uint32_t i = 0; i < n_prot[tl]; i++) {
-                    uint32_t key = prot[(size_t)tl * n_keys + i];
+                    uint32_t key = prot[(size_t)tl * D * E + i];
                     if (mark[key]) {
                         simcache_prefetch(c, key);
                         mark[key] = 0;
