@@ -13,6 +13,7 @@
 #include "common/err.h"
 #include "common/log.h"
 #include "engine/forward.h"
+#include "engine/engine.h"
 #include "engine/model.h"
 #include "kernels/backend.h"
 #include "server/impl.h"
@@ -30,7 +31,39 @@
 static int cmd_inspect(int argc, char **argv)
 {
     if (argc < 2 || argv[1][0] == '-') {
-        fprintf(stderr, "usage: moed inspect MODEL.gguf\n");
+        fprintf(stderr, "usage: moed inspect MODEL.gguf [--expert-cache S] [-c CTX] [-np N] [--kv-tokens N]\n"
+                        "       [-ctk f32|f16|q8_0]   (the memory plan for those settings)\n");
+        return 2;
+    }
+    struct eng_params ep = eng_params_default();
+    ep.model_path = argv[1];
+    for (int i = 2; i < argc; i++) {
+        const char *o = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!v) {
+            fprintf(stderr, "moed inspect: %s needs a value\n", o);
+            return 2;
+        }
+        i++;
+        if (!strcmp(o, "--expert-cache")) ep.expert_cache = v;
+        else if (!strcmp(o, "--host-cache")) ep.host_cache = v;
+        else if (!strcmp(o, "-c") || !strcmp(o, "--ctx-size")) ep.ctx_size = atoi(v);
+        else if (!strcmp(o, "-np") || !strcmp(o, "--parallel")) ep.parallel = atoi(v);
+        else if (!strcmp(o, "--kv-tokens")) ep.kv_tokens = atoi(v);
+        else if (!strcmp(o, "-ctk") || !strcmp(o, "--kv-type")) {
+            if (!strcmp(v, "f32")) ep.kv_type = BE_TYPE_F32;
+            else if (!strcmp(v, "f16")) ep.kv_type = BE_TYPE_F16;
+            else if (!strcmp(v, "q8_0")) ep.kv_type = BE_TYPE_Q8_0;
+            else {
+                fprintf(stderr, "moed inspect: -ctk: f32, f16 or q8_0, not '%s'\n", v);
+                return 2;
+            }
+        } else {
+            fprintf(stderr, "moed inspect: unknown option '%s'\n", o);
+            return 2;
+        }
+    }
+    if (ep.parallel < 1 || ep.ctx_size < 0 || ep.kv_tokens < 0) {
+        fprintf(stderr, "moed inspect: bad -np, -c or --kv-tokens\n");
         return 2;
     }
     const char *path = argv[1];
@@ -89,22 +122,18 @@ static int cmd_inspect(int argc, char **argv)
            total > 0 ? 100.0 * (double)m->bytes_experts / total : 0.0, c, m->n_moe_layers);
     printf("non-expert:   %s\n", b);
 
-    /* Memory plan for the default settings: CPU backend, everything
-     * resident when it fits, KV pool in f16 for the training context. */
-    size_t kv_tok = (size_t)hp->n_layer * 2 * hp->n_head_kv * hp->head_dim * 2;
-    size_t kv = kv_tok * hp->n_ctx_train;
-    struct sysinfo si;
-    double ram = sysinfo(&si) == 0 ? (double)si.totalram * si.mem_unit : 0;
-    srv_human_bytes(a, sizeof a, (double)kv_tok);
-    srv_human_bytes(b, sizeof b, (double)kv);
-    printf("memory plan (defaults, CPU backend):\n");
-    printf("  KV cache:   %s per token, %s for %u tokens (f16)\n", a, b, hp->n_ctx_train);
-    srv_human_bytes(a, sizeof a, (double)m->bytes_weights);
-    printf("  resident:   %s non-expert weights\n", a);
-    srv_human_bytes(a, sizeof a, (double)m->bytes_experts);
-    srv_human_bytes(b, sizeof b, ram);
-    bool fits = total + (double)kv < ram * 0.8;
-    printf("  experts:    %s, %s (RAM %s)\n", a, fits ? "all resident" : "do not fit: cached from disk", b);
+    /* The memory plan eng_init would compute for these settings (CPU
+     * backend; the machine's memory and cgroup limits as they are now). */
+    struct plan pl;
+    if (eng_compute_plan(m, &ep, &pl, err, sizeof err) < 0) {
+        printf("memory plan:  %s\n", err);
+        model_free(m);
+        return 1;
+    }
+    char buf[1024];
+    plan_format(&pl, buf, sizeof buf);
+    printf("memory plan (CPU backend, context %d, %d parallel, KV %s):\n%s", ep.ctx_size ? ep.ctx_size : (int)hp->n_ctx_train,
+           ep.parallel, be_type_name(ep.kv_type), buf);
     model_free(m);
     return 0;
 }
