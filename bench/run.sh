@@ -80,5 +80,8 @@ for t in ("q8_0", "q4_k_m"):
               "%.2f" % bound if bound else "", pct))
 PY
 # ==== end of end to end ====
+echo
+echo "==== expert cache: medium model at 25 % of expert bytes, cold page cache (bench/cache.sh) ===="
+BUILD=$BUILD bash bench/cache.sh
 # ==== server load and soak (bench/bench_server.sh; added with the hardening issue) ====
 bash bench/bench_server.sh

@@ -99,7 +99,24 @@ struct xstore {
     bool odirect_ok;
 
     struct xs_stats st;    /* under mu */
+    int n_io;              /* experts being read */
+    double t_busy0;
 };
+
+/* Time with at least one read in flight (under mu): achieved bandwidth is
+ * bytes_disk / io_busy_seconds. */
+static double now_s(void);
+static void io_begin(struct xstore *s)
+{
+    if (s->n_io++ == 0)
+        s->t_busy0 = now_s();
+}
+
+static void io_end(struct xstore *s)
+{
+    if (--s->n_io == 0)
+        s->st.io_busy_seconds += now_s() - s->t_busy0;
+}
 
 static double now_s(void)
 {
@@ -531,6 +548,7 @@ static void *pread_worker(void *arg)
         char why[128] = "";
         int err = check_file(s, why, sizeof why);
         bool inject = err == 0 && inject_failure(s, x->unit);
+        io_begin(s);
         pthread_mutex_unlock(&s->mu);
         if (err == 0 && inject) {
             snprintf(why, sizeof why, "injected read failure (test hook)");
@@ -539,6 +557,7 @@ static void *pread_worker(void *arg)
             err = read_slot_sync(s, x, why, sizeof why);
         }
         pthread_mutex_lock(&s->mu);
+        io_end(s);
         finish_load(s, i, err, why);
     }
     pthread_mutex_unlock(&s->mu);
@@ -591,6 +610,7 @@ static void *uring_worker(void *arg)
                 io_uring_sqe_set_data64(sqe, (uint64_t)i << 2 | (uint64_t)k);
             }
             inflight++;
+            io_begin(s);
             submitted++;
         }
         if (submitted)
@@ -630,6 +650,7 @@ static void *uring_worker(void *arg)
             }
             if (--x->parts_left == 0) {
                 inflight--;
+                io_end(s);
                 if (!x->part_failed) {
                     finish_load(s, i, 0, NULL);
                 } else if (x->part_err == EINVAL && direct) {

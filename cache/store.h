@@ -153,6 +153,7 @@ struct xs_stats {
     uint64_t bytes_useful;     /* of which expert bytes (without alignment padding) */
     double load_seconds;       /* summed latency of completed loads */
     double stall_seconds;      /* time callers waited in xs_wait */
+    double io_busy_seconds;    /* time with at least one read in flight */
     uint64_t lat_hist[XS_LAT_BUCKETS];
     uint64_t prefetch_issued, prefetch_used, prefetch_late, prefetch_wasted;
     uint64_t evictions;

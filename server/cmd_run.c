@@ -606,6 +606,9 @@ int srv_cmd_run(int argc, char **argv)
             cJSON_AddNumberToObject(cc, "expert_bytes_loaded", (double)xs->bytes_useful);
             cJSON_AddNumberToObject(cc, "load_seconds", xs->load_seconds);
             cJSON_AddNumberToObject(cc, "stall_seconds", xs->stall_seconds);
+            cJSON_AddNumberToObject(cc, "io_busy_seconds", xs->io_busy_seconds);
+            cJSON_AddNumberToObject(cc, "read_gb_per_s",
+                                    xs->io_busy_seconds > 0 ? (double)xs->bytes_disk / xs->io_busy_seconds / 1e9 : 0.0);
             cJSON_AddNumberToObject(cc, "evictions", (double)xs->evictions);
             cJSON_AddNumberToObject(cc, "expert_waves", (double)met.expert_waves);
             cJSON_AddNumberToObject(cc, "moe_layer_steps", (double)met.moe_layer_steps);
