@@ -588,7 +588,25 @@ static void update_metrics(struct engine *e)
     e->met.last_batch_tokens = e->last_batch_tokens;
     e->met.last_batch_seqs = e->last_batch_seqs;
     e->met.expert_store = e->xs != NULL;
-    e->met.expert_waves = fwd_get_stats(e->f)->expert_waves;
+    const struct fwd_stats *fs = fwd_get_stats(e->f);
+    e->met.expert_waves = fs->expert_waves;
+    e->met.pregate_seconds = fs->pregate_seconds;
+    e->met.predict_seconds = fs->predict_seconds;
+    e->met.trace_errors = fs->trace_errors;
+    e->met.trace_tokens = e->trace ? trace_writer_count(e->trace) : 0;
+    e->met.predicting = e->pred != NULL;
+    e->met.lookahead = e->pred ? (int32_t)e->lookahead : 0;
+    for (int32_t d = 1; e->score && d <= e->met.lookahead && d <= ENG_MAX_LOOKAHEAD; d++) {
+        struct pred_score_total t = pred_score_get(e->score, (uint32_t)d, -1);
+        e->met.pred_d[d - 1].tp = t.tp;
+        e->met.pred_d[d - 1].n_pred = t.n_pred;
+        e->met.pred_d[d - 1].n_actual = t.n_actual;
+        for (uint32_t l = 0; e->score_snap && l < e->m->hp.n_layer; l++) {
+            struct pred_score_total u = pred_score_get(e->score, (uint32_t)d, (int32_t)l);
+            uint64_t *q = e->score_snap + ((size_t)(d - 1) * e->m->hp.n_layer + l) * 3;
+            q[0] = u.tp, q[1] = u.n_pred, q[2] = u.n_actual;
+        }
+    }
     e->met.moe_layer_steps = e->steps * e->m->n_moe_layers;
     if (e->xs)
         xs_get_stats(e->xs, &e->met.xs);
@@ -628,8 +646,12 @@ static bool step(struct engine *e)
         return true; /* everything is waiting for KV blocks */
 
     const int32_t *const *tabs = (const int32_t *const *)b->tabs;
+    for (int32_t i = 0, t = 0; i < b->n_seq; i++)
+        for (int32_t k = 0; k < b->seq_take[i]; k++)
+            e->tok_seq[t++] = (uint32_t)b->seq[i]->admit_order;
     struct fwd_batch fb = {.n_tok = b->n_tok, .tok = b->tok, .pos = b->pos, .block_tab = tabs,
-                           .n_out = b->n_out, .out_idx = b->out_idx};
+                           .n_out = b->n_out, .out_idx = b->out_idx, .seq = e->tok_seq,
+                           .step = (uint32_t)e->steps};
     int rc = fwd_decode(e->f, &fb, e->logits);
     e->steps++;
     e->step_tokens += (uint64_t)b->n_tok;
@@ -756,6 +778,14 @@ static void free_parts(struct engine *e)
     free(e->running);
     free(e->waiting);
     fwd_free(e->f);
+    if (e->trace) {
+        if (trace_writer_close(e->trace) < 0)
+            log_err("engine", "routing trace %s: not completely written", e->p.trace_routing);
+    }
+    pred_path_free(e->pred);
+    pred_score_free(e->score);
+    free(e->score_snap);
+    free(e->tok_seq);
     xs_close(e->xs);
     be_free(e->be);
     kv_free(e->kv);
@@ -831,6 +861,128 @@ int eng_compute_plan(const struct model *m, const struct eng_params *p, struct p
 }
 
 const struct plan *eng_plan(const struct engine *e) { return &e->plan; }
+
+int eng_pred_score(struct engine *e, uint32_t d, int32_t layer, double *precision, double *recall)
+{
+    if (!e->score_snap || d < 1 || d > e->lookahead || layer < -1 || layer >= (int32_t)e->m->hp.n_layer)
+        return ERR_INVALID;
+    uint64_t tp = 0, np = 0, na = 0;
+    pthread_mutex_lock(&e->mu); /* the snapshot update_metrics took */
+    for (uint32_t l = 0; l < e->m->hp.n_layer; l++) {
+        if (layer >= 0 && l != (uint32_t)layer)
+            continue;
+        const uint64_t *q = e->score_snap + ((size_t)(d - 1) * e->m->hp.n_layer + l) * 3;
+        tp += q[0], np += q[1], na += q[2];
+    }
+    pthread_mutex_unlock(&e->mu);
+    *precision = np ? (double)tp / (double)np : 0;
+    *recall = na ? (double)tp / (double)na : 0;
+    return 0;
+}
+
+/* The predictor, its scores and the routing trace, per the parameters;
+ * fills the prediction fields of fp. */
+static int setup_prediction(struct engine *e, struct fwd_params *fp, char *err, size_t errlen)
+{
+    const struct eng_params *p = &e->p;
+    const struct model_hparams *hp = &e->m->hp;
+    const char *mode = p->predictor ? p->predictor : "none";
+    enum pred_mode pm;
+    bool want = true;
+    if (!strcmp(mode, "none"))
+        want = false, pm = PRED_MODE_PATH;
+    else if (!strcmp(mode, "pregate"))
+        pm = PRED_MODE_PREGATE;
+    else if (!strcmp(mode, "path"))
+        pm = PRED_MODE_PATH;
+    else if (!strcmp(mode, "combined"))
+        pm = PRED_MODE_COMBINED;
+    else {
+        snprintf(err, errlen, "predictor: '%s' is not one of none, pregate, path, combined", mode);
+        return ERR_CONFIG;
+    }
+    e->lookahead = p->lookahead > 0 ? (uint32_t)p->lookahead : 2;
+    if (p->lookahead <= 0 && hp->n_layer > 1 && e->lookahead >= hp->n_layer)
+        e->lookahead = hp->n_layer - 1; /* the default on a shallow model */
+    if (e->lookahead > ENG_MAX_LOOKAHEAD || (hp->n_layer && e->lookahead >= hp->n_layer)) {
+        snprintf(err, errlen, "lookahead %u: at most %d and fewer than the model's %u layers", e->lookahead,
+                 ENG_MAX_LOOKAHEAD, hp->n_layer);
+        return ERR_CONFIG;
+    }
+    if (p->k_pred < 0 || (uint32_t)p->k_pred > hp->n_expert) {
+        snprintf(err, errlen, "k_pred %d: between 1 and the model's %u experts (0 = top-k)", p->k_pred, hp->n_expert);
+        return ERR_CONFIG;
+    }
+    if (want && !e->m->n_moe_layers)
+        want = false;
+    if (want && !e->xs) {
+        log_info("engine", "predictor %s: off, every expert is resident (nothing to prefetch)", mode);
+        want = false;
+    }
+    fp->lookahead = e->lookahead;
+    fp->k_pred = (uint32_t)p->k_pred;
+    fp->pregate = p->trace_routing != NULL;
+    e->tok_seq = calloc((size_t)p->batch_tokens, sizeof *e->tok_seq);
+    if (!e->tok_seq)
+        return -ENOMEM;
+    if (want) {
+        struct pred_path_params pp = pred_path_params_default();
+        pp.n_layer = hp->n_layer;
+        pp.n_expert = hp->n_expert;
+        pp.k = hp->n_expert_used;
+        pp.lookahead = e->lookahead;
+        pp.max_seqs = (uint32_t)(p->parallel > 256 ? p->parallel : 256);
+        int rc = pred_path_init(&e->pred, &pp);
+        if (rc == 0)
+            rc = pred_score_init(&e->score, hp->n_layer, e->lookahead);
+        if (rc == 0 && !(e->score_snap = calloc((size_t)e->lookahead * hp->n_layer * 3, sizeof(uint64_t))))
+            rc = -ENOMEM;
+        if (rc < 0) {
+            snprintf(err, errlen, "cannot set up the predictor: %s", err_str(rc));
+            return rc;
+        }
+        double share = p->prefetch_budget > 0 ? p->prefetch_budget : 0.25;
+        fp->pred = e->pred;
+        fp->pred_mode = pm;
+        fp->score = e->score;
+        fp->prefetch_depth = p->prefetch_depth > 0 ? (uint32_t)p->prefetch_depth : 1;
+        if (fp->prefetch_depth > e->lookahead)
+            fp->prefetch_depth = e->lookahead;
+        /* per layer: the step's share spread over its MoE layers, at least one expert */
+        fp->prefetch_bytes = (size_t)(share * (double)e->plan.device_slot_bytes / (double)e->m->n_moe_layers);
+        size_t one = (size_t)(e->plan.device_slot_bytes / (e->plan.device_slots ? e->plan.device_slots : 1)) + 1;
+        if (fp->prefetch_bytes < one)
+            fp->prefetch_bytes = one;
+        log_info("engine", "predictor %s: lookahead %u (prefetching %u), k' %u, prefetch up to %.0f%% of the cache "
+                 "per step", mode, e->lookahead, fp->prefetch_depth,
+                 p->k_pred > 0 ? (uint32_t)p->k_pred : hp->n_expert_used, 100 * share);
+    }
+    if (p->trace_routing && e->m->n_moe_layers) {
+        uint64_t *eb = calloc(hp->n_layer, sizeof *eb);
+        if (!eb)
+            return -ENOMEM;
+        for (uint32_t l = 0; l < hp->n_layer; l++)
+            if (e->m->layers[l].moe)
+                eb[l] = e->m->layers[l].gate_exps.expert_bytes + e->m->layers[l].up_exps.expert_bytes +
+                        e->m->layers[l].down_exps.expert_bytes;
+        uint32_t K = hp->n_expert_used, M = 2 * K;
+        if (p->k_pred > 0 && (uint32_t)p->k_pred > M)
+            M = (uint32_t)p->k_pred;
+        if (M > hp->n_expert)
+            M = hp->n_expert;
+        struct trace_info ti = {.n_layer = hp->n_layer, .n_expert = hp->n_expert, .k = K,
+                                .lookahead = e->lookahead, .m = M, .expert_bytes = eb};
+        fp->pregate_m = M;
+        int rc = trace_writer_open(&e->trace, p->trace_routing, &ti, err, errlen);
+        free(eb);
+        if (rc < 0)
+            return rc;
+        fp->trace = e->trace;
+        log_info("engine", "recording routing into %s (lookahead %u, %u ids per pre-gating list)", p->trace_routing,
+                 e->lookahead, M);
+    }
+    return 0;
+}
 
 int eng_init(struct engine **out, const struct eng_params *p, char *err, size_t errlen)
 {
@@ -908,6 +1060,8 @@ int eng_init(struct engine **out, const struct eng_params *p, char *err, size_t 
                                 .cpu = {.n_threads = p->n_threads}};
     struct fwd_params fp = {.n_tok_max = e->p.batch_tokens, .n_ctx = e->ctx, .kv_blocks = n_blocks,
                             .kv_block_size = bs, .kv_type = p->kv_type, .xs = e->xs};
+    if ((rc = setup_prediction(e, &fp, err, errlen)) < 0)
+        goto fail;
     if ((rc = be_init(&e->be, &bp, err, errlen)) < 0)
         goto fail;
     if ((rc = kv_init(&e->kv, &kp)) < 0 || (rc = fwd_init(&e->f, e->m, e->be, &fp)) < 0) {

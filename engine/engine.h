@@ -51,6 +51,14 @@ struct eng_params {
      * pretend io_uring is unavailable, pretend O_DIRECT gives EINVAL. */
     const char *test_fail;
     bool test_no_uring, test_odirect_einval;
+    /* Expert prediction (predictor/): "none", "pregate", "path" or
+     * "combined" (NULL = none); off when every expert is resident. */
+    const char *predictor;
+    int32_t lookahead;      /* layers ahead predicted and scored (0 = 2) */
+    int32_t prefetch_depth; /* layers ahead prefetched (0 = 1; at most lookahead) */
+    int32_t k_pred;         /* experts predicted per future layer (0 = the router's k) */
+    double prefetch_budget; /* share of the expert cache one step may prefetch (0 = 0.25) */
+    const char *trace_routing; /* file: every token's routing and pre-gating (NULL = none) */
 };
 struct eng_params eng_params_default(void);
 
@@ -110,7 +118,15 @@ struct eng_metrics {
                                         and step when experts arrive late or slots run short) */
     uint64_t moe_layer_steps;        /* MoE layers run (steps x MoE layers) */
     struct xs_stats xs;
+    /* prediction: precision and recall per lookahead distance (index d-1,
+     * up to ENG_MAX_LOOKAHEAD), all layers */
+    bool predicting;
+    int32_t lookahead;
+    struct { uint64_t tp, n_pred, n_actual; } pred_d[8];
+    double pregate_seconds, predict_seconds;
+    uint64_t trace_tokens, trace_errors;
 };
+#define ENG_MAX_LOOKAHEAD 8
 
 struct engine;
 struct eng_req;
@@ -154,5 +170,9 @@ void eng_cancel(struct eng_req *r);
 void eng_release(struct eng_req *r);
 
 void eng_get_metrics(struct engine *e, struct eng_metrics *m);
+/* Precision and recall of the predictions `d` layers ahead (1-based) for
+ * layer `layer` (-1 = all layers). Returns 0, or ERR_INVALID when nothing is
+ * predicted at that distance. */
+int eng_pred_score(struct engine *e, uint32_t d, int32_t layer, double *precision, double *recall);
 
 #endif

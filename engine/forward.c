@@ -18,6 +18,8 @@
 #include "engine/forward.h"
 
 #include "cache/store.h"
+#include "predictor/score.h"
+#include "predictor/trace.h"
 
 #include "common/err.h"
 #include "common/log.h"
@@ -26,6 +28,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 struct fwd {
     const struct model *m;
@@ -70,6 +73,19 @@ struct fwd {
     int *tok_err;           /* n_tok: the token's failure (0 = none) */
     char fail_msg[320];
     bool any_fail;
+
+    /* prediction (p.pred / p.pregate / p.trace) */
+    uint32_t D, M, KP;      /* lookahead, pre-gating ids kept, k' */
+    int32_t *ids_all;       /* n_tok x n_layer x k: the router's choices (-1: not MoE) */
+    float *w_all;           /* n_tok x n_layer x k */
+    int32_t *pg;            /* n_tok x n_layer x D x M: pre-gating at layer L for L+d */
+    int32_t *pred_out;      /* n_tok x n_layer x D x KP: the predictor's lists */
+    float *pg_xn, *pg_logits; /* n_tok x n_embd, n_tok x n_expert */
+    uint32_t *votes;        /* n_expert */
+    int32_t *plist;         /* n_expert */
+    const uint32_t *cur_seq;
+    uint32_t cur_step;
+    bool predicting;        /* this step */
 };
 
 enum xstep { X_TODO, X_PENDING, X_READY, X_DONE, X_FAILED };
@@ -157,6 +173,26 @@ int fwd_init(struct fwd **out, const struct model *m, struct be *be, const struc
         f->pair_d = zalloc((size_t)(T * K * E) * 4, &fail);
         f->zero_row = zalloc((size_t)E * 4, &fail);
     }
+    if (hp->n_expert && (p->pred || p->pregate || p->trace)) {
+        const size_t NL = hp->n_layer;
+        f->D = p->lookahead;
+        f->KP = p->k_pred ? p->k_pred : (uint32_t)K;
+        if (f->KP > hp->n_expert)
+            f->KP = hp->n_expert;
+        f->M = p->pregate_m ? p->pregate_m : 2 * (uint32_t)K;
+        if (f->M < f->KP)
+            f->M = f->KP;
+        if (f->M > hp->n_expert)
+            f->M = hp->n_expert;
+        f->ids_all = zalloc((size_t)T * NL * (size_t)K * 4, &fail);
+        f->w_all = zalloc((size_t)T * NL * (size_t)K * 4, &fail);
+        f->pg = zalloc((size_t)T * NL * (f->D ? f->D : 1) * f->M * 4, &fail);
+        f->pred_out = zalloc((size_t)T * NL * (f->D ? f->D : 1) * f->KP * 4, &fail);
+        f->pg_xn = zalloc((size_t)(T * E) * 4, &fail);
+        f->pg_logits = zalloc((size_t)(T * NE) * 4, &fail);
+        f->votes = zalloc((size_t)NE * 4, &fail);
+        f->plist = zalloc((size_t)NE * 4, &fail);
+    }
     if (fail)
         goto oom;
 
@@ -227,6 +263,14 @@ void fwd_free(struct fwd *f)
     free(f->d_ptr);
     free(f->pair_d);
     free(f->zero_row);
+    free(f->ids_all);
+    free(f->w_all);
+    free(f->pg);
+    free(f->pred_out);
+    free(f->pg_xn);
+    free(f->pg_logits);
+    free(f->votes);
+    free(f->plist);
     free(f->n_kv);
     free(f->slots);
     free(f->kv);
@@ -388,6 +432,123 @@ static void route(struct fwd *f, uint32_t il, int64_t n)
         f->route_cb(f->route_ud, il, (int32_t)n, (int32_t)K, f->topk_id, f->topk_w);
 }
 
+/* ---- prediction ---- */
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+#define IDS(f, t, l) ((f)->ids_all + (((size_t)(t) * (f)->m->hp.n_layer + (l)) * (f)->m->hp.n_expert_used))
+#define PG(f, t, l, d) ((f)->pg + ((((size_t)(t) * (f)->m->hp.n_layer + (l)) * (f)->D + (d)) * (f)->M))
+#define PRED(f, t, l, d) ((f)->pred_out + ((((size_t)(t) * (f)->m->hp.n_layer + (l)) * (f)->D + (d)) * (f)->KP))
+
+/* Top m of n scores into ids (best first; ties to the lower id). */
+static void top_m(const float *x, int64_t n, uint32_t m, int32_t *ids)
+{
+    uint32_t c = 0;
+    for (int64_t e = 0; e < n; e++) {
+        if (c == m && !(x[e] > x[ids[m - 1]]))
+            continue;
+        uint32_t i = c < m ? c++ : m - 1;
+        while (i > 0 && x[e] > x[ids[i - 1]]) {
+            ids[i] = ids[i - 1];
+            i--;
+        }
+        ids[i] = (int32_t)e;
+    }
+    for (; c < m; c++)
+        ids[c] = -1;
+}
+
+/* At layer il (x: the residual stream after its attention): the routers of
+ * layers il+1 .. il+D on x, each after its own FFN norm. */
+static void pregate(struct fwd *f, uint32_t il, int64_t n)
+{
+    const struct model *m = f->m;
+    const int64_t E = m->hp.n_embd, NE = m->hp.n_expert;
+    double t0 = now_s();
+    for (uint32_t d = 0; d < f->D; d++) {
+        uint32_t j = il + 1 + d;
+        if (j >= m->hp.n_layer || !m->layers[j].moe) {
+            for (int64_t t = 0; t < n; t++)
+                for (uint32_t i = 0; i < f->M; i++)
+                    PG(f, t, il, d)[i] = -1;
+            continue;
+        }
+        f->be->ops->rmsnorm(f->be, f->pg_xn, f->x, m->layers[j].ffn_norm.data, E, n, m->hp.eps);
+        matmul_w(f, f->pg_logits, &m->layers[j].gate_inp, f->pg_xn, n);
+        for (int64_t t = 0; t < n; t++)
+            top_m(f->pg_logits + t * NE, NE, f->M, PG(f, t, il, d));
+    }
+    f->st.pregate_seconds += now_s() - t0;
+}
+
+/* The predictor's lists for layers il+1 .. il+D, and the batch's votes
+ * prefetched into the store (and protected), nearest layer first. */
+static void predict_prefetch(struct fwd *f, uint32_t il, int64_t n)
+{
+    const struct model *m = f->m;
+    const uint32_t NL = m->hp.n_layer, NE = m->hp.n_expert;
+    double t0 = now_s();
+    uint32_t nd = f->D;
+    if (il + nd >= NL)
+        nd = NL - 1 - il;
+    if (nd == 0)
+        return;
+    for (int64_t t = 0; t < n; t++) {
+        const uint32_t seq = f->cur_seq ? f->cur_seq[t] : 0;
+        if (pred_path_predict(f->p.pred, f->p.pred_mode, seq, il, IDS(f, t, il), f->p.pregate || f->p.pred_mode != PRED_MODE_PATH ? PG(f, t, il, 0) : NULL,
+                              f->M, nd, f->KP, PRED(f, t, il, 0)) < 0)
+            for (uint32_t i = 0; i < nd * f->KP; i++)
+                PRED(f, t, il, 0)[i] = -1;
+    }
+    if (f->p.xs) {
+        for (uint32_t d = 0; d < nd && d < f->p.prefetch_depth; d++) {
+            const uint32_t j = il + 1 + d;
+            if (!m->layers[j].moe)
+                continue;
+            memset(f->votes, 0, NE * sizeof *f->votes);
+            for (int64_t t = 0; t < n; t++)
+                for (uint32_t i = 0; i < f->KP; i++) {
+                    int32_t e = PRED(f, t, il, d)[i];
+                    if (e >= 0)
+                        f->votes[e] += f->KP - i; /* earlier ranks weigh more */
+                }
+            uint32_t c = 0;
+            for (uint32_t e = 0; e < NE; e++)
+                if (f->votes[e])
+                    f->plist[c++] = (int32_t)e;
+            /* most votes first (insertion sort: c <= n_expert) */
+            for (uint32_t a = 1; a < c; a++) {
+                int32_t v = f->plist[a];
+                uint32_t b = a;
+                while (b > 0 && f->votes[f->plist[b - 1]] < f->votes[v]) {
+                    f->plist[b] = f->plist[b - 1];
+                    b--;
+                }
+                f->plist[b] = v;
+            }
+            xs_prefetch(f->p.xs, j, f->plist, (int)c, (int)(1 + d), f->p.prefetch_bytes);
+        }
+    }
+    f->st.predict_seconds += now_s() - t0;
+}
+
+/* Scores the lists made d layers before il against il's choices. */
+static void score_layer(struct fwd *f, uint32_t il, int64_t n)
+{
+    const uint32_t K = f->m->hp.n_expert_used;
+    for (uint32_t d = 1; d <= f->D && d <= il; d++) {
+        if (!f->m->layers[il - d].moe)
+            continue;
+        for (int64_t t = 0; t < n; t++)
+            pred_score_add(f->p.score, d, il, PRED(f, t, il - d, d - 1), f->KP, IDS(f, t, il), K);
+    }
+}
+
 /* Runs the ready experts of the layer (xstate X_READY) as one wave: their
  * output rows go to pair_d from row *base on; then they are released. */
 static void run_wave(struct fwd *f, uint32_t il, int64_t n, int32_t n_act, int32_t *base)
@@ -450,6 +611,7 @@ static void moe_store(struct fwd *f, uint32_t il, int64_t n, int32_t n_act)
     struct xstore *xs = f->p.xs;
     char msg[320];
     int32_t base = 0, left = n_act;
+    bool first = true;
     for (int32_t i = 0; i < n_act; i++)
         f->xstate[i] = X_TODO;
     while (left > 0) {
@@ -477,6 +639,11 @@ static void moe_store(struct fwd *f, uint32_t il, int64_t n, int32_t n_act)
             n_ready += f->xstate[i] == X_READY;
             n_pending += f->xstate[i] == X_PENDING;
         }
+        if (first && f->predicting) {
+            /* this layer's loads are queued first: now the next layers' */
+            predict_prefetch(f, il, n);
+            first = false;
+        }
         if (n_ready > 0) {
             run_wave(f, il, n, n_act, &base);
             left -= n_ready;
@@ -496,6 +663,8 @@ static void moe_store(struct fwd *f, uint32_t il, int64_t n, int32_t n_act)
     }
     const int32_t P = f->act_off[n_act];
     f->be->ops->moe_combine(f->be, f->ffn_out, n, f->m->hp.n_embd, P, f->pair_tok, f->pair_w, f->d_ptr);
+    if (f->predicting)
+        xs_unprotect_layer(xs, il); /* its predicted experts have been used */
 }
 
 static void moe_ffn(struct fwd *f, uint32_t il, int64_t n)
@@ -508,6 +677,18 @@ static void moe_ffn(struct fwd *f, uint32_t il, int64_t n)
 
     matmul_w(f, f->router, &L->gate_inp, f->xn, n);
     route(f, il, n);
+    if (f->ids_all) {
+        for (int64_t t = 0; t < n; t++) {
+            memcpy(IDS(f, t, il), f->topk_id + t * K, (size_t)K * 4);
+            memcpy(f->w_all + ((size_t)t * hp->n_layer + il) * (size_t)K, f->topk_w + t * K, (size_t)K * 4);
+        }
+        if (f->p.score && f->predicting)
+            score_layer(f, il, n);
+        if (f->D && (f->p.pregate || (f->p.pred && f->p.pred_mode != PRED_MODE_PATH)))
+            pregate(f, il, n);
+        if (f->predicting && !f->p.xs)
+            predict_prefetch(f, il, n);
+    }
 
     /* Group the batch's tokens by expert. */
     memset(f->ex_cnt, 0, (size_t)NE * sizeof *f->ex_cnt);
@@ -621,6 +802,12 @@ int fwd_decode(struct fwd *f, const struct fwd_batch *b, float *logits)
         f->slots[t] = (int64_t)blk * f->p.kv_block_size + b->pos[t] % f->p.kv_block_size;
     }
     f->st.last_distinct_experts = 0;
+    f->cur_seq = b->seq;
+    f->cur_step = b->step;
+    f->predicting = f->p.pred != NULL && f->D > 0;
+    if (f->ids_all)
+        for (int64_t i = 0; i < n * (int64_t)hp->n_layer * hp->n_expert_used; i++)
+            f->ids_all[i] = -1;
     if (f->any_fail) {
         memset(f->tok_err, 0, (size_t)n * sizeof *f->tok_err);
         f->any_fail = false;
@@ -643,6 +830,20 @@ int fwd_decode(struct fwd *f, const struct fwd_batch *b, float *logits)
     if (b->n_out > 0) {
         ops->rmsnorm(f->be, f->out_rows, f->out_rows, m->output_norm.data, E, b->n_out, hp->eps);
         matmul_w(f, logits, &m->output, f->out_rows, b->n_out);
+    }
+    if (f->ids_all) {
+        for (int64_t t = 0; t < n; t++) {
+            const uint32_t seq = b->seq ? b->seq[t] : 0;
+            if (f->p.pred)
+                pred_path_update(f->p.pred, seq, IDS(f, t, 0));
+            if (f->p.trace) {
+                struct trace_token tt = {.step = b->step, .seq = seq, .pos = b->pos[t], .ids = IDS(f, t, 0),
+                                         .w = f->w_all + (size_t)t * hp->n_layer * hp->n_expert_used,
+                                         .pred = f->D ? PG(f, t, 0, 0) : NULL};
+                if (trace_writer_write_token(f->p.trace, &tt) < 0)
+                    f->st.trace_errors++;
+            }
+        }
     }
     f->st.steps++;
     f->st.tokens += (uint64_t)n;

@@ -18,6 +18,10 @@
 
 #include "engine/model.h"
 #include "kernels/backend.h"
+#include "predictor/path.h"
+
+struct pred_score;
+struct trace_writer;
 
 struct fwd_params {
     int32_t n_tok_max;    /* most tokens in one batch */
@@ -30,6 +34,23 @@ struct fwd_params {
      * layer instead of read from the model (which then holds none), the
      * resident ones computed while the others load; NULL = all resident. */
     struct xstore *xs;
+    /* Expert prediction (predictor/). At layer L, after its attention, the
+     * routers of layers L+1 .. L+lookahead are applied to the hidden state
+     * (each after its own FFN norm: pre-gating); with pred set, its mode
+     * merges that with the path statistics into k_pred experts per future
+     * layer and token, the batch's votes are prefetched into xs (priority =
+     * distance, at most prefetch_bytes per layer; protected until their
+     * layer has run) and scored against the router's choices in score. */
+    struct pred_path *pred;       /* borrowed; NULL = no prediction */
+    enum pred_mode pred_mode;
+    struct pred_score *score;     /* borrowed, may be NULL */
+    uint32_t lookahead;           /* distances predicted (pre-gated) */
+    uint32_t k_pred;              /* k': experts predicted per future layer (0 = the router's k) */
+    uint32_t pregate_m;           /* ids kept per pre-gating list (>= k_pred; 0 = 2k) */
+    size_t prefetch_bytes;        /* prefetch budget per layer and step (0 = unlimited) */
+    uint32_t prefetch_depth;      /* distances prefetched (<= lookahead; further ones are only scored) */
+    bool pregate;                 /* compute pre-gating (implied by pred in pregate/combined mode) */
+    struct trace_writer *trace;   /* borrowed: each token's routing and pre-gating */
 };
 
 /* Deliberate errors that the reference tests must detect (negative controls). */
@@ -46,6 +67,8 @@ struct fwd_batch {
     const int32_t *const *block_tab;  /* per token: its sequence's block table */
     int32_t n_out;                    /* rows whose logits are wanted */
     const int32_t *out_idx;           /* indexes into the batch, n_out of them */
+    const uint32_t *seq;              /* per token: its sequence's id (NULL: all 0); prediction, traces */
+    uint32_t step;                    /* the caller's step number (traces) */
 };
 
 /* Counters of the last fwd_decode (and running totals). */
@@ -56,6 +79,9 @@ struct fwd_stats {
     uint64_t expert_token_rows;       /* token rows computed by experts */
     uint32_t last_distinct_experts;   /* distinct experts in the last step, all layers */
     uint64_t expert_waves;            /* expert store: computations of a layer's experts (>= MoE layers x steps) */
+    double pregate_seconds;           /* time spent pre-gating */
+    double predict_seconds;           /* time spent merging predictions and prefetching */
+    uint64_t trace_errors;            /* trace records that could not be written */
 };
 
 struct fwd;

@@ -12,6 +12,9 @@
 #include <stdint.h>
 
 #include "engine/engine.h"
+#include "predictor/path.h"
+#include "predictor/score.h"
+#include "predictor/trace.h"
 #include "engine/kv.h"
 #include "engine/vocab.h"
 
@@ -70,6 +73,12 @@ struct engine {
     struct fwd *f;
     struct kv *kv;
     struct xstore *xs;            /* NULL when every expert is resident */
+    struct pred_path *pred;       /* NULL: no prediction */
+    struct pred_score *score;
+    struct trace_writer *trace;
+    uint32_t lookahead;           /* prediction distances (predictor or trace) */
+    uint64_t *score_snap;         /* lookahead x n_layer x {tp, n_pred, n_actual}, under mu */
+    uint32_t *tok_seq;            /* per batch token: its request's admit order (prediction, traces) */
     struct plan plan;
     int32_t ctx;
     pthread_t th;

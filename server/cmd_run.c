@@ -340,7 +340,7 @@ int srv_cmd_run(int argc, char **argv)
     rp.sample.temperature = 0.8f;
     ep.parallel = 1;
     enum { O_TEMP = 256, O_SEED, O_TOPK, O_TOPP, O_MINP, O_REP, O_STATS, O_KV, O_NOPC, O_IGN, O_NOSP,
-           O_CHAT, O_TMPL, O_KW, O_XC, O_HC, O_IO, O_XFORCE, O_UNSUP };
+           O_CHAT, O_TMPL, O_KW, O_XC, O_HC, O_IO, O_XFORCE, O_PRED, O_LA, O_KP, O_PFB, O_PFD, O_TRACE, O_UNSUP };
     static const struct option lo[] = {
         {"model", 1, 0, 'm'}, {"prompt", 1, 0, 'p'}, {"n-predict", 1, 0, 'n'},
         {"threads", 1, 0, 't'}, {"ctx-size", 1, 0, 'c'}, {"batch-size", 1, 0, 'b'},
@@ -350,8 +350,9 @@ int srv_cmd_run(int argc, char **argv)
         {"ignore-eos", 0, 0, O_IGN}, {"no-special", 0, 0, O_NOSP}, {"verbose", 0, 0, 'v'},
         {"chat", 0, 0, O_CHAT}, {"chat-template", 1, 0, O_TMPL}, {"chat-kwargs", 1, 0, O_KW},
         {"expert-cache", 1, 0, O_XC}, {"host-cache", 1, 0, O_HC}, {"cpu-experts", 1, 0, O_UNSUP},
-        {"io", 1, 0, O_IO}, {"expert-store-always", 0, 0, O_XFORCE}, {"predictor", 1, 0, O_UNSUP}, {"lookahead", 1, 0, O_UNSUP},
-        {"sched", 1, 0, O_UNSUP}, {"max-skip", 1, 0, O_UNSUP}, {"trace-routing", 1, 0, O_UNSUP},
+        {"io", 1, 0, O_IO}, {"expert-store-always", 0, 0, O_XFORCE}, {"predictor", 1, 0, O_PRED}, {"lookahead", 1, 0, O_LA},
+        {"k-pred", 1, 0, O_KP}, {"prefetch-budget", 1, 0, O_PFB}, {"prefetch-depth", 1, 0, O_PFD},
+        {"sched", 1, 0, O_UNSUP}, {"max-skip", 1, 0, O_UNSUP}, {"trace-routing", 1, 0, O_TRACE},
         {0, 0, 0, 0}};
     int c;
     optind = 1;
@@ -382,6 +383,12 @@ int srv_cmd_run(int argc, char **argv)
         case O_XC: ep.expert_cache = optarg; break;
         case O_HC: ep.host_cache = optarg; break;
         case O_XFORCE: ep.store_always = true; break;
+        case O_PRED: ep.predictor = optarg; break;
+        case O_LA: ep.lookahead = atoi(optarg); break;
+        case O_KP: ep.k_pred = atoi(optarg); break;
+        case O_PFB: ep.prefetch_budget = strtod(optarg, NULL); break;
+        case O_PFD: ep.prefetch_depth = atoi(optarg); break;
+        case O_TRACE: ep.trace_routing = optarg; break;
         case O_IO:
             if (!strcmp(optarg, "io_uring")) ep.io = XS_IO_URING;
             else if (!strcmp(optarg, "pread")) ep.io = XS_IO_PREAD;
@@ -391,7 +398,7 @@ int srv_cmd_run(int argc, char **argv)
             }
             break;
         case O_UNSUP:
-            fprintf(stderr, "moed: --%s: the predictor, regrouping and CPU/GPU expert placement are not "
+            fprintf(stderr, "moed: --%s: regrouping and CPU/GPU expert placement are not "
                             "implemented in this version (batches are formed first come first served)\n",
                     li >= 0 ? lo[li].name : "?");
             return 2;
@@ -403,6 +410,9 @@ int srv_cmd_run(int argc, char **argv)
                         "       [-c CTX] [-b BATCH] [--top-k K] [--top-p P] [--min-p P] [--repeat-penalty R]\n"
                         "       [--kv-type f32|f16|q8_0] [--ignore-eos] [--no-special] [--stats-json FILE] [-v]\n"
                         "       [--chat [--chat-template FILE] [--chat-kwargs JSON]]\n"
+                        "       [--expert-cache S] [--io io_uring|pread] [--predictor none|pregate|path|combined]\n"
+                        "       [--lookahead N] [--prefetch-depth N] [--k-pred N] [--prefetch-budget F]\n"
+                        "       [--trace-routing FILE]\n"
                         "reads the prompt from stdin when -p is not given; --chat sends it as one user message\n"
                         "through the chat template and prints the answer (reasoning goes to stderr)\n");
         return 2;
@@ -550,6 +560,17 @@ int srv_cmd_run(int argc, char **argv)
                 usage.completion_tokens ? 1e3 * xs->stall_seconds / usage.completion_tokens : 0.0,
                 (unsigned long long)xs->evictions, n ? lat : " -");
     }
+    if (verbose && met.predicting) {
+        fprintf(stderr, "moed: predictor %s: prefetches %llu issued, %llu used, %llu late, %llu wasted; pre-gating %.3f s, "
+                        "merging %.3f s;", ep.predictor, (unsigned long long)xs->prefetch_issued,
+                (unsigned long long)xs->prefetch_used, (unsigned long long)xs->prefetch_late,
+                (unsigned long long)xs->prefetch_wasted, met.pregate_seconds, met.predict_seconds);
+        for (int32_t d = 1; d <= met.lookahead && d <= ENG_MAX_LOOKAHEAD; d++)
+            fprintf(stderr, " d=%d precision %.3f recall %.3f", d,
+                    met.pred_d[d - 1].n_pred ? (double)met.pred_d[d - 1].tp / (double)met.pred_d[d - 1].n_pred : 0,
+                    met.pred_d[d - 1].n_actual ? (double)met.pred_d[d - 1].tp / (double)met.pred_d[d - 1].n_actual : 0);
+        fprintf(stderr, "\n");
+    }
     if (stats) {
         const struct plan *pl = eng_plan(e);
         cJSON *j = cJSON_CreateObject();
@@ -619,6 +640,30 @@ int srv_cmd_run(int argc, char **argv)
                 cJSON_AddItemToArray(hv, cJSON_CreateNumber((double)xs->lat_hist[i]));
             }
         }
+        cJSON *pj = cJSON_AddObjectToObject(j, "predictor");
+        cJSON_AddStringToObject(pj, "mode", met.predicting ? (ep.predictor ? ep.predictor : "none") : "none");
+        cJSON_AddNumberToObject(pj, "lookahead", met.lookahead);
+        cJSON_AddNumberToObject(pj, "pregate_seconds", met.pregate_seconds);
+        cJSON_AddNumberToObject(pj, "predict_seconds", met.predict_seconds);
+        cJSON_AddNumberToObject(pj, "prefetch_issued", (double)xs->prefetch_issued);
+        cJSON_AddNumberToObject(pj, "prefetch_used", (double)xs->prefetch_used);
+        cJSON_AddNumberToObject(pj, "prefetch_late", (double)xs->prefetch_late);
+        cJSON_AddNumberToObject(pj, "prefetch_wasted", (double)xs->prefetch_wasted);
+        cJSON *pd = cJSON_AddArrayToObject(pj, "by_distance");
+        for (int32_t d = 1; d <= met.lookahead && d <= ENG_MAX_LOOKAHEAD; d++) {
+            cJSON *o = cJSON_CreateObject();
+            cJSON_AddNumberToObject(o, "d", d);
+            cJSON_AddNumberToObject(o, "precision", met.pred_d[d - 1].n_pred ? (double)met.pred_d[d - 1].tp / (double)met.pred_d[d - 1].n_pred : 0);
+            cJSON_AddNumberToObject(o, "recall", met.pred_d[d - 1].n_actual ? (double)met.pred_d[d - 1].tp / (double)met.pred_d[d - 1].n_actual : 0);
+            cJSON *rl = cJSON_AddArrayToObject(o, "recall_by_layer");
+            for (int32_t l = 0; l < (int32_t)eng_model(e)->hp.n_layer; l++) {
+                double pr, rc2;
+                if (eng_pred_score(e, (uint32_t)d, l, &pr, &rc2) == 0)
+                    cJSON_AddItemToArray(rl, cJSON_CreateNumber(rc2));
+            }
+            cJSON_AddItemToArray(pd, o);
+        }
+        cJSON_AddNumberToObject(pj, "trace_tokens", (double)met.trace_tokens);
         char *txt = cJSON_Print(j);
         cJSON_Delete(j);
         FILE *f = fopen(stats, "w");
