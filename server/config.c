@@ -67,7 +67,11 @@ static const struct cfg_key k_keys[] = {
     {"cache.cpu_compute", CT_ENUM, OFF(cache.cpu_compute), "auto", 0, 0, "auto|never|always"},
     {"cache.io", CT_ENUM, OFF(cache.io), "io_uring", 0, 0, "io_uring|pread"},
     {"predictor.mode", CT_ENUM, OFF(pred.mode), "none", 0, 0, "none|pregate|path|combined"},
-    {"predictor.lookahead", CT_INT, OFF(pred.lookahead), "2", 0, 64, NULL},
+    {"predictor.lookahead", CT_INT, OFF(pred.lookahead), "2", 1, 8, NULL},
+    {"predictor.prefetch_depth", CT_INT, OFF(pred.prefetch_depth), "1", 1, 8, NULL},
+    {"predictor.k", CT_INT, OFF(pred.k), "0", 0, 1024, NULL},
+    {"predictor.prefetch_budget", CT_F64, OFF(pred.prefetch_budget), "0.25", 0, 1, NULL},
+    {"predictor.trace", CT_STR, OFF(pred.trace), NULL, 0, 0, NULL},
     {"scheduler.policy", CT_ENUM, OFF(sched.policy), "fcfs", 0, 0, "fcfs|regroup"},
     {"scheduler.max_skip", CT_INT, OFF(sched.max_skip), "8", 0, 1000000, NULL},
     {"log.level", CT_ENUM, OFF(srv.log_level), "info", 0, 0, "error|warn|info|debug"},
@@ -105,7 +109,11 @@ static const struct cfg_flag k_flags[] = {
     {"cpu-experts", NULL, "cache.cpu_compute", FL_ARG, "M auto, never, always"},
     {"io", NULL, "cache.io", FL_ARG, "M            io_uring or pread"},
     {"predictor", NULL, "predictor.mode", FL_ARG, "M     none, pregate, path, combined"},
-    {"lookahead", NULL, "predictor.lookahead", FL_ARG, "N     layers ahead"},
+    {"lookahead", NULL, "predictor.lookahead", FL_ARG, "N     layers ahead predicted and scored"},
+    {"prefetch-depth", NULL, "predictor.prefetch_depth", FL_ARG, "N layers ahead prefetched"},
+    {"k-pred", NULL, "predictor.k", FL_ARG, "N        experts predicted per future layer (0 = top-k)"},
+    {"prefetch-budget", NULL, "predictor.prefetch_budget", FL_ARG, "F share of the expert cache one step may prefetch"},
+    {"trace-routing", NULL, "predictor.trace", FL_ARG, "FILE record every token's routing and pre-gating"},
     {"sched", NULL, "scheduler.policy", FL_ARG, "P         fcfs or regroup"},
     {"max-skip", NULL, "scheduler.max_skip", FL_ARG, "N      steps a runnable sequence may be passed over"},
     {"log-level", NULL, "log.level", FL_ARG, "L     error, warn, info, debug"},
@@ -490,6 +498,12 @@ int srv_config_load(struct app_config *c, int argc, char **argv, char *err, size
     c->eng.expert_cache = c->cache.device;
     c->eng.host_cache = c->cache.host;
     c->eng.io = strcmp(c->cache.io, "pread") == 0 ? XS_IO_PREAD : XS_IO_URING;
+    c->eng.predictor = c->pred.mode;
+    c->eng.lookahead = c->pred.lookahead;
+    c->eng.prefetch_depth = c->pred.prefetch_depth;
+    c->eng.k_pred = c->pred.k;
+    c->eng.prefetch_budget = c->pred.prefetch_budget;
+    c->eng.trace_routing = c->pred.trace;
     if (c->eng.batch_tokens < c->eng.parallel)
         return fail(err, errlen, "engine.batch_tokens (%d) must be at least engine.parallel (%d)",
                     c->eng.batch_tokens, c->eng.parallel);

@@ -182,6 +182,25 @@ static void expert_cache(struct out *o, const struct eng_metrics *em)
     put(o, "moed_expert_cache_slots{state=\"pinned\"} %u\n", x->slots_pinned);
     gauge(o, "moed_expert_cache_slots_total", "Expert cache slots.", x->slots);
     gauge(o, "moed_expert_cache_bytes", "Memory of the expert cache's slots.", (double)x->device_bytes);
+    /* prediction */
+    head(o, "moed_predictor_prefetches_total", "counter",
+         "Expert prefetches by outcome (issued; used before eviction; late: still loading when needed; "
+         "wasted: evicted unused).");
+    put(o, "moed_predictor_prefetches_total{outcome=\"issued\"} %llu\n", (unsigned long long)x->prefetch_issued);
+    put(o, "moed_predictor_prefetches_total{outcome=\"used\"} %llu\n", (unsigned long long)x->prefetch_used);
+    put(o, "moed_predictor_prefetches_total{outcome=\"late\"} %llu\n", (unsigned long long)x->prefetch_late);
+    put(o, "moed_predictor_prefetches_total{outcome=\"wasted\"} %llu\n", (unsigned long long)x->prefetch_wasted);
+    if (em->predicting) {
+        head(o, "moed_predictor_precision", "gauge", "Share of predicted experts the router chose, by lookahead distance.");
+        for (int32_t d = 1; d <= em->lookahead && d <= ENG_MAX_LOOKAHEAD; d++)
+            put(o, "moed_predictor_precision{distance=\"%d\"} %.6f\n", d,
+                em->pred_d[d - 1].n_pred ? (double)em->pred_d[d - 1].tp / (double)em->pred_d[d - 1].n_pred : 0.0);
+        head(o, "moed_predictor_recall", "gauge", "Share of the router's choices that were predicted, by lookahead distance.");
+        for (int32_t d = 1; d <= em->lookahead && d <= ENG_MAX_LOOKAHEAD; d++)
+            put(o, "moed_predictor_recall{distance=\"%d\"} %.6f\n", d,
+                em->pred_d[d - 1].n_actual ? (double)em->pred_d[d - 1].tp / (double)em->pred_d[d - 1].n_actual : 0.0);
+        counter(o, "moed_predictor_pregate_seconds_total", "Seconds spent pre-gating.", em->pregate_seconds);
+    }
     gauge(o, "moed_model_file_changed", "1 when the model file changed under the server (restart it).",
           x->file_changed ? 1 : 0);
 }
@@ -234,6 +253,23 @@ int srv_metrics_render(const struct srv *s, char **out, size_t *len)
         gauge(&o, "moed_engine_batch_tokens", "Tokens in the last step.", em.last_batch_tokens);
         gauge(&o, "moed_engine_batch_sequences", "Sequences in the last step.", em.last_batch_seqs);
         expert_cache(&o, &em);
+        if (em.predicting) {
+            const uint32_t NL = eng_model(s->engine)->hp.n_layer;
+            head(&o, "moed_predictor_layer_recall", "gauge", "Recall of the predictions for each layer, by distance.");
+            for (int32_t d = 1; d <= em.lookahead && d <= ENG_MAX_LOOKAHEAD; d++)
+                for (uint32_t l = (uint32_t)d; l < NL; l++) {
+                    double pr, rc;
+                    if (eng_pred_score(s->engine, (uint32_t)d, (int32_t)l, &pr, &rc) == 0)
+                        put(&o, "moed_predictor_layer_recall{distance=\"%d\",layer=\"%u\"} %.6f\n", d, l, rc);
+                }
+            head(&o, "moed_predictor_layer_precision", "gauge", "Precision of the predictions for each layer, by distance.");
+            for (int32_t d = 1; d <= em.lookahead && d <= ENG_MAX_LOOKAHEAD; d++)
+                for (uint32_t l = (uint32_t)d; l < NL; l++) {
+                    double pr, rc;
+                    if (eng_pred_score(s->engine, (uint32_t)d, (int32_t)l, &pr, &rc) == 0)
+                        put(&o, "moed_predictor_layer_precision{distance=\"%d\",layer=\"%u\"} %.6f\n", d, l, pr);
+                }
+        }
     }
     gauge(&o, "moed_uptime_seconds", "Seconds since the server started.", srv_now() - s->t_load_start);
     if (o.oom) {

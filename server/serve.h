@@ -64,7 +64,9 @@ struct app_cache_params {
 };
 struct app_pred_params {
     char *mode;               /* none, pregate, path, combined */
-    int32_t lookahead;
+    int32_t lookahead, prefetch_depth, k;
+    double prefetch_budget;
+    char *trace;              /* --trace-routing FILE */
 };
 struct app_sched_params {
     char *policy;             /* fcfs, regroup */
