@@ -9,6 +9,7 @@
  * engine's figures are read with eng_get_metrics() at render time.
  */
 #include "server/serve.h"
+#include "engine/model.h"
 
 #include <errno.h>
 #include <stdarg.h>
