@@ -83,5 +83,8 @@ PY
 echo
 echo "==== expert cache: medium model at 25 % of expert bytes, cold page cache (bench/cache.sh) ===="
 BUILD=$BUILD bash bench/cache.sh
+echo
+echo "==== predictor: none / pregate / path / combined at 25 % (bench/predictor.sh) ===="
+BUILD=$BUILD bash bench/predictor.sh
 # ==== server load and soak (bench/bench_server.sh; added with the hardening issue) ====
 bash bench/bench_server.sh
