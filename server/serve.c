@@ -321,10 +321,6 @@ static int check_supported(const struct app_config *c, char *err, size_t errlen)
         snprintf(err, errlen, "predictor.mode: expert prediction is not implemented in this version (use none)");
         return ERR_CONFIG;
     }
-    if (strcmp(c->sched.policy, "fcfs") != 0) {
-        snprintf(err, errlen, "scheduler.policy: only fcfs is implemented in this version");
-        return ERR_CONFIG;
-    }
     return 0;
 }
 
