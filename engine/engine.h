@@ -125,6 +125,9 @@ struct eng_sched_stats {
     uint64_t distinct_sum;           /* distinct experts, summed over layer-steps */
     double uniform_sum;              /* the uniform expectation, summed over layer-steps */
     uint64_t distinct_hist[ENG_DISTINCT_BUCKETS]; /* not cumulative; the last is the overflow */
+    /* The same over decode-only steps (one token per sequence, no prompt chunk). */
+    uint64_t decode_layer_steps, decode_distinct_sum;
+    double decode_uniform_sum;
 };
 /* Upper bound of histogram bucket i (the last bucket has none: returns 0). */
 uint32_t eng_distinct_le(int i);

@@ -74,7 +74,13 @@ void sched__on_route(void *ud, uint32_t layer, int32_t n_tok, int32_t k, const i
     sc->st.distinct_hist[bkt]++;
     sc->st.layer_steps++;
     sc->st.distinct_sum += d;
-    sc->st.uniform_sum += N ? N * (1.0 - pow(1.0 - (double)k / N, n_tok)) : 0;
+    double uni = N ? N * (1.0 - pow(1.0 - (double)k / N, n_tok)) : 0;
+    sc->st.uniform_sum += uni;
+    if (n_tok == b->n_tok && b->n_tok == b->n_seq) {
+        sc->st.decode_layer_steps++;
+        sc->st.decode_distinct_sum += d;
+        sc->st.decode_uniform_sum += uni;
+    }
     /* Each batch sequence's prediction: its last token's experts. */
     if (n_tok != b->n_tok)
         return; /* not the scheduler's batch */

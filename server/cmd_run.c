@@ -601,6 +601,12 @@ int srv_cmd_run(int argc, char **argv)
                                 ss->layer_steps ? (double)ss->distinct_sum / (double)ss->layer_steps : 0.0);
         cJSON_AddNumberToObject(sc, "uniform_experts_per_layer_step",
                                 ss->layer_steps ? ss->uniform_sum / (double)ss->layer_steps : 0.0);
+        cJSON_AddNumberToObject(sc, "decode_moe_layer_steps", (double)ss->decode_layer_steps);
+        cJSON_AddNumberToObject(sc, "decode_distinct_experts_per_layer_step",
+                                ss->decode_layer_steps ? (double)ss->decode_distinct_sum / (double)ss->decode_layer_steps
+                                                       : 0.0);
+        cJSON_AddNumberToObject(sc, "decode_uniform_experts_per_layer_step",
+                                ss->decode_layer_steps ? ss->decode_uniform_sum / (double)ss->decode_layer_steps : 0.0);
         cJSON *dl = cJSON_AddArrayToObject(sc, "distinct_experts_le");
         cJSON *dc = cJSON_AddArrayToObject(sc, "distinct_experts_count");
         for (int i = 0; i < ENG_DISTINCT_BUCKETS; i++) {

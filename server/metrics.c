@@ -218,6 +218,13 @@ static void scheduler(struct out *o, const struct eng_metrics *em)
             "Distinct experts uniform routing would give, N(1-(1-k/N)^B) for each step's B tokens, summed over "
             "MoE layer-steps (divide by moed_sched_distinct_experts_count).",
             x->uniform_sum);
+    counter(o, "moed_sched_decode_distinct_experts_sum",
+            "Distinct experts per MoE layer per step, summed over decode-only steps (no prompt chunk).",
+            (double)x->decode_distinct_sum);
+    counter(o, "moed_sched_decode_uniform_experts_sum", "Uniform routing's figure over the same decode-only steps.",
+            x->decode_uniform_sum);
+    counter(o, "moed_sched_decode_layer_steps_total", "MoE layer-steps of decode-only steps.",
+            (double)x->decode_layer_steps);
 }
 
 int srv_metrics_render(const struct srv *s, char **out, size_t *len)
