@@ -6,9 +6,20 @@
  * with a 2,000-token history, with and without prefix reuse.
  *
  * usage: bench_engine MODEL [-t THREADS] [-n TOKENS] [-p PROMPT_TOKENS] [-c ONLY_CONCURRENCY] [-q]
+ *
+ * Scheduler comparison (--sched-compare): N concurrent requests (64), at
+ * most S sequences per step (--step-seqs 8) out of P admitted (--parallel
+ * 32; the engine admits at most S x (max_skip + 1)), the expert cache at
+ * --expert-cache (25%), run under fcfs and regroup alternately --reps times
+ * on the same engine build: aggregate tokens/s, distinct experts per layer
+ * per step (and uniform routing's), cache hit rate, bytes loaded per
+ * generated token, p50/p99 time to first token and inter-token latency, and
+ * regroup / fcfs. --topics T draws each prompt from one topic of a model
+ * written with `mkmodel --plant` (T topics; request i gets topic i mod T).
  */
 #include "engine/engine.h"
 #include "common/log.h"
+#include "tools/plant.h"
 
 #include <pthread.h>
 #include <stdio.h>
@@ -160,10 +171,204 @@ static double ttft(struct engine *e, const int32_t *p, int n)
     return t;
 }
 
+/* ---- scheduler comparison ---- */
+
+struct cmp_opts {
+    const char *model, *xcache;
+    int threads, n_req, step_seqs, parallel, max_skip, gen, prompt_len, topics, reps;
+};
+
+struct cmp_res {
+    double wall, tps, distinct, uniform, ddistinct, duniform, hit_rate, bytes_per_tok, ttft50, ttft99, itl50, itl99;
+    uint32_t max_wait;
+    int64_t gen;
+};
+
+static double pct(double *v, int64_t n, double q)
+{
+    if (n <= 0)
+        return 0;
+    qsort(v, (size_t)n, sizeof *v, cmp_d);
+    int64_t i = (int64_t)(q * (double)(n - 1) + 0.5);
+    return v[i];
+}
+
+static int cmp_run(const struct cmp_opts *o, enum eng_sched pol, struct cmp_res *cr)
+{
+    struct eng_params ep = eng_params_default();
+    ep.model_path = o->model;
+    ep.n_threads = o->threads;
+    ep.parallel = o->parallel;
+    ep.step_seqs = o->step_seqs;
+    ep.sched = pol;
+    ep.max_skip = o->max_skip;
+    ep.batch_tokens = 512;
+    ep.ctx_size = o->prompt_len + o->gen + 16;
+    ep.max_queued = o->n_req + 8;
+    ep.expert_cache = o->xcache;
+    ep.store_always = true;
+    char err[512];
+    struct engine *e;
+    if (eng_init(&e, &ep, err, sizeof err) < 0) {
+        fprintf(stderr, "%s\n", err);
+        return -1;
+    }
+    const int n = o->n_req;
+    struct waiter w = {.ready = 0};
+    pthread_mutex_init(&w.mu, NULL);
+    pthread_cond_init(&w.cv, NULL);
+    struct eng_req **r = calloc((size_t)n, sizeof *r);
+    int32_t *p = malloc((size_t)o->prompt_len * sizeof *p);
+    double *first = calloc((size_t)n, sizeof *first), *last = calloc((size_t)n, sizeof *last);
+    int *ntok = calloc((size_t)n, sizeof *ntok), *done = calloc((size_t)n, sizeof *done);
+    double *itl = malloc((size_t)n * (size_t)o->gen * sizeof *itl);
+    int64_t n_itl = 0;
+    struct eng_req_params rp = eng_req_params_default();
+    rp.sample.temperature = 0;
+    rp.max_tokens = o->gen;
+    rp.ignore_eos = true;
+    uint64_t seed = 1234;
+    const uint32_t vocab = 4096; /* the planted model's synthetic vocabulary; ids valid in every model here */
+    double t0 = now_s();
+    for (int i = 0; i < n; i++) {
+        for (int j = 0; j < o->prompt_len; j++) {
+            uint32_t t;
+            do {
+                seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+                t = (uint32_t)((seed >> 33) % vocab);
+            } while (o->topics > 0 && plant_topic_of(t, (uint32_t)o->topics) != (uint32_t)(i % o->topics));
+            p[j] = (int32_t)t;
+        }
+        if (eng_submit(e, p, o->prompt_len, &rp, on_notify, &w, &r[i]) < 0) {
+            fprintf(stderr, "submit failed\n");
+            return -1;
+        }
+    }
+    int left = n;
+    while (left) {
+        pthread_mutex_lock(&w.mu);
+        while (!w.ready)
+            pthread_cond_wait(&w.cv, &w.mu);
+        w.ready = 0;
+        pthread_mutex_unlock(&w.mu);
+        for (int i = 0; i < n; i++) {
+            struct eng_event ev;
+            while (!done[i] && eng_poll(r[i], &ev) == 0) {
+                double t = now_s() - t0;
+                if (ev.type == ENG_EV_DELTA) {
+                    if (ntok[i]++ == 0)
+                        first[i] = t;
+                    else
+                        itl[n_itl++] = t - last[i];
+                    last[i] = t;
+                } else {
+                    done[i] = 1;
+                    left--;
+                }
+                eng_event_clear(&ev);
+            }
+        }
+    }
+    cr->wall = now_s() - t0;
+    cr->gen = 0;
+    for (int i = 0; i < n; i++) {
+        cr->gen += ntok[i];
+        eng_release(r[i]);
+    }
+    struct eng_metrics m;
+    eng_get_metrics(e, &m);
+    const struct eng_sched_stats *ss = &m.sched;
+    uint64_t lookups = m.xs.hits + m.xs.hits_loading + m.xs.misses;
+    cr->tps = (double)cr->gen / cr->wall;
+    cr->distinct = ss->layer_steps ? (double)ss->distinct_sum / (double)ss->layer_steps : 0;
+    cr->uniform = ss->layer_steps ? ss->uniform_sum / (double)ss->layer_steps : 0;
+    cr->ddistinct = ss->decode_layer_steps ? (double)ss->decode_distinct_sum / (double)ss->decode_layer_steps : 0;
+    cr->duniform = ss->decode_layer_steps ? ss->decode_uniform_sum / (double)ss->decode_layer_steps : 0;
+    cr->hit_rate = lookups ? (double)m.xs.hits / (double)lookups : 0;
+    cr->bytes_per_tok = cr->gen ? (double)m.xs.bytes_disk / (double)cr->gen : 0;
+    cr->max_wait = ss->max_wait_steps;
+    cr->ttft50 = pct(first, n, 0.5);
+    cr->ttft99 = pct(first, n, 0.99);
+    cr->itl50 = pct(itl, n_itl, 0.5);
+    cr->itl99 = pct(itl, n_itl, 0.99);
+    eng_free(e);
+    free(r); free(p); free(first); free(last); free(ntok); free(done); free(itl);
+    pthread_mutex_destroy(&w.mu);
+    pthread_cond_destroy(&w.cv);
+    return 0;
+}
+
+static int sched_compare(const struct cmp_opts *o)
+{
+    printf("scheduler comparison: %s\n  %d requests (prompt %d, %d generated, greedy), step_seqs %d, parallel %d, "
+           "max_skip %d, expert cache %s%s\n", o->model, o->n_req, o->prompt_len, o->gen, o->step_seqs,
+           o->parallel, o->max_skip, o->xcache, o->topics ? ", prompts drawn one topic each" : "");
+    enum { NM = 12 };
+    static const char *names[NM] = {"agg tok/s", "distinct experts/layer/step", "  uniform routing",
+                                    "  decode steps only", "  decode, uniform routing",
+                                    "hit rate %", "MiB loaded / gen token", "TTFT p50 s", "TTFT p99 s",
+                                    "ITL p50 ms", "ITL p99 ms", "longest wait (steps)"};
+    double v[2][NM][16];
+    int reps = o->reps < 1 ? 1 : o->reps > 16 ? 16 : o->reps;
+    for (int k = 0; k < reps; k++)
+        for (int pol = 0; pol < 2; pol++) {
+            struct cmp_res cr;
+            if (cmp_run(o, pol ? ENG_SCHED_REGROUP : ENG_SCHED_FCFS, &cr) < 0)
+                return 1;
+            double x[NM] = {cr.tps, cr.distinct, cr.uniform, cr.ddistinct, cr.duniform, 100 * cr.hit_rate, cr.bytes_per_tok / 1048576.0,
+                            cr.ttft50, cr.ttft99, 1e3 * cr.itl50, 1e3 * cr.itl99, cr.max_wait};
+            for (int j = 0; j < NM; j++)
+                v[pol][j][k] = x[j];
+            fprintf(stderr, "  rep %d %s: %.2f tok/s, %.2f distinct, wall %.1f s\n", k + 1, pol ? "regroup" : "fcfs",
+                    cr.tps, cr.distinct, cr.wall);
+        }
+    printf("%-28s %22s %22s %8s\n", "(mean [min..max] of reps)", "fcfs", "regroup", "ratio");
+    for (int j = 0; j < NM; j++) {
+        double mean[2], lo[2], hi[2];
+        for (int pol = 0; pol < 2; pol++) {
+            mean[pol] = 0;
+            lo[pol] = hi[pol] = v[pol][j][0];
+            for (int k = 0; k < reps; k++) {
+                mean[pol] += v[pol][j][k] / reps;
+                lo[pol] = v[pol][j][k] < lo[pol] ? v[pol][j][k] : lo[pol];
+                hi[pol] = v[pol][j][k] > hi[pol] ? v[pol][j][k] : hi[pol];
+            }
+        }
+        char a[2][64];
+        for (int pol = 0; pol < 2; pol++)
+            snprintf(a[pol], sizeof a[pol], "%.3f [%.3f..%.3f]", mean[pol], lo[pol], hi[pol]);
+        printf("%-28s %22s %22s %8.3f\n", names[j], a[0], a[1], mean[0] ? mean[1] / mean[0] : 0.0);
+    }
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
+    for (int i = 2; i < argc; i++) {
+        if (strcmp(argv[i], "--sched-compare") != 0)
+            continue;
+        struct cmp_opts o = {.model = argv[1], .xcache = "25%", .n_req = 64, .step_seqs = 8, .parallel = 32,
+                             .max_skip = 4, .gen = 32, .prompt_len = 32, .reps = 2};
+        for (int j = 2; j < argc; j++) {
+            const char *a = argv[j], *b = j + 1 < argc ? argv[j + 1] : NULL;
+            if (!strcmp(a, "-t") && b) o.threads = atoi(argv[++j]);
+            else if (!strcmp(a, "-n") && b) o.gen = atoi(argv[++j]);
+            else if (!strcmp(a, "-p") && b) o.prompt_len = atoi(argv[++j]);
+            else if (!strcmp(a, "--requests") && b) o.n_req = atoi(argv[++j]);
+            else if (!strcmp(a, "--step-seqs") && b) o.step_seqs = atoi(argv[++j]);
+            else if (!strcmp(a, "--parallel") && b) o.parallel = atoi(argv[++j]);
+            else if (!strcmp(a, "--max-skip") && b) o.max_skip = atoi(argv[++j]);
+            else if (!strcmp(a, "--expert-cache") && b) o.xcache = argv[++j];
+            else if (!strcmp(a, "--topics") && b) o.topics = atoi(argv[++j]);
+            else if (!strcmp(a, "--reps") && b) o.reps = atoi(argv[++j]);
+        }
+        log_set_level(LOG_LEVEL_WARN);
+        return sched_compare(&o);
+    }
     if (argc < 2) {
-        fprintf(stderr, "usage: bench_engine MODEL [-t THREADS] [-n TOKENS] [-p PROMPT_TOKENS] [-c ONLY_CONCURRENCY] [-q]\n");
+        fprintf(stderr, "usage: bench_engine MODEL [-t THREADS] [-n TOKENS] [-p PROMPT_TOKENS] [-c ONLY_CONCURRENCY] [-q]\n"
+                        "       bench_engine MODEL --sched-compare [--requests 64] [--step-seqs 8] [--parallel 32]\n"
+                        "           [--max-skip 4] [--expert-cache 25%%] [--topics T] [--reps 2] [-n 32] [-p 32] [-t N]\n");
         return 2;
     }
     int threads = 0, gen = 128, prompt_len = 32;

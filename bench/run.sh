@@ -22,6 +22,34 @@ for src in bench/bench_*.c; do
         "$BUILD/libmoed.a" -luv -lllhttp -lcjson -luring -lpcre2-8 -lutf8proc -lm -ldl
 done
 
+# ==== scheduler: fcfs vs regroup (bench/bench_engine.c --sched-compare) ====
+# Runnable alone: BUILD=build bash bench/run.sh sched   (skips the other sections)
+# 64 concurrent requests, at most 8 sequences per step out of 32 admitted,
+# expert cache 25%, fcfs and regroup alternately in the same process, on the
+# medium model (random routing) and a planted-structure model of the same
+# shape (mkmodel --plant; prompts drawn one topic each). Short generations
+# keep it to a few minutes: the 25% cache makes every step read experts.
+sched_bench() {
+    local P=$BUILD/bench-models/planted-medium-q8_0.gguf
+    if [ ! -f "$P" ] || [ "$BUILD/mkmodel" -nt "$P" ]; then
+        echo "bench: writing $P"
+        "$BUILD/mkmodel" --arch qwen3moe --preset medium --type q8_0 --vocab synthetic:4096 --plant -o "$P.tmp" && mv "$P.tmp" "$P"
+    fi
+    local reps=${SCHED_REPS:-2}; [ "${BENCH_QUICK:-0}" = 1 ] && reps=1
+    local common=(--sched-compare --requests 64 --step-seqs 8 --parallel 32 --max-skip 4 --expert-cache 25%
+                  -n "${SCHED_GEN:-8}" -p 8 --reps "$reps" -t "${BENCH_THREADS:-2}")
+    echo
+    echo "==== scheduler: fcfs vs regroup, medium model (random routing) ===="
+    "$BUILD/bench/bench_engine" "$BUILD/bench-models/medium-q8_0.gguf" "${common[@]}"
+    echo
+    echo "==== scheduler: fcfs vs regroup, planted-structure medium model ===="
+    "$BUILD/bench/bench_engine" "$P" "${common[@]}" --topics 16
+}
+if [ "${1:-}" = sched ]; then
+    sched_bench
+    exit 0
+fi
+
 args=()
 [ "${BENCH_QUICK:-0}" = 1 ] && args+=(-q -s 1024)
 [ -n "${BENCH_THREADS:-}" ] && args+=(-t "$BENCH_THREADS")
@@ -86,5 +114,8 @@ BUILD=$BUILD bash bench/cache.sh
 echo
 echo "==== predictor: none / pregate / path / combined at 25 % (bench/predictor.sh) ===="
 BUILD=$BUILD bash bench/predictor.sh
+# ==== scheduler: fcfs vs regroup (sched_bench, defined above) ====
+sched_bench
+# ==== end of scheduler ====
 # ==== server load and soak (bench/bench_server.sh; added with the hardening issue) ====
 bash bench/bench_server.sh

@@ -58,6 +58,8 @@ struct eng_params eng_params_default(void)
         .kv_type = BE_TYPE_F16,
         .parallel = 4,
         .batch_tokens = 512,
+        .sched = ENG_SCHED_FCFS,
+        .max_skip = 4,
         .prefix_cache = true,
         .max_queued = 64,
         .gpu = BE_GPU_AUTO,
@@ -159,6 +161,7 @@ static void req_destroy(struct eng_req *r)
     free(r->hold);
     free(r->think_hold);
     free(r->detok_buf);
+    free(r->pred);
     sampler_free(r->smp);
     free(r);
 }
@@ -512,6 +515,7 @@ static int admit(struct engine *e, struct eng_req *r)
     if (r->t_start == 0)
         r->t_start = eng__now();
     r->admit_order = ++e->admit_counter;
+    r->skipped = 0;
     r->state = RS_RUNNING;
     return 0;
 }
@@ -610,6 +614,7 @@ static void update_metrics(struct engine *e)
     e->met.moe_layer_steps = e->steps * e->m->n_moe_layers;
     if (e->xs)
         xs_get_stats(e->xs, &e->met.xs);
+    e->met.sched = e->sc.st;
     pthread_mutex_unlock(&e->mu);
 }
 
@@ -625,7 +630,7 @@ static bool step(struct engine *e)
 {
     collect_inbox(e);
     drop_canceled(e);
-    while (e->n_running < e->p.parallel && e->n_waiting > 0) {
+    while (e->n_running < sched__admit_limit(e) && e->n_waiting > 0) {
         struct eng_req *r = e->waiting[0];
         if (admit(e, r) < 0)
             break; /* no block for a copy: try again after others finish */
@@ -773,7 +778,7 @@ static void *engine_main(void *arg)
 /* Frees what eng_init() built (any part may be missing) and e itself. */
 static void free_parts(struct engine *e)
 {
-    sched__free(&e->batch);
+    sched__free(&e->batch, e);
     free(e->logits);
     free(e->running);
     free(e->waiting);
@@ -902,12 +907,15 @@ static int setup_prediction(struct engine *e, struct fwd_params *fp, char *err, 
         return ERR_CONFIG;
     }
     e->lookahead = p->lookahead > 0 ? (uint32_t)p->lookahead : 2;
-    if (p->lookahead <= 0 && hp->n_layer > 1 && e->lookahead >= hp->n_layer)
-        e->lookahead = hp->n_layer - 1; /* the default on a shallow model */
-    if (e->lookahead > ENG_MAX_LOOKAHEAD || (hp->n_layer && e->lookahead >= hp->n_layer)) {
-        snprintf(err, errlen, "lookahead %u: at most %d and fewer than the model's %u layers", e->lookahead,
-                 ENG_MAX_LOOKAHEAD, hp->n_layer);
+    if (e->lookahead > ENG_MAX_LOOKAHEAD) {
+        snprintf(err, errlen, "lookahead %u: at most %d", e->lookahead, ENG_MAX_LOOKAHEAD);
         return ERR_CONFIG;
+    }
+    if (hp->n_layer > 1 && e->lookahead >= hp->n_layer) {
+        if (want)
+            log_warn("engine", "lookahead %u: the model has %u layers; predicting %u ahead", e->lookahead,
+                     hp->n_layer, hp->n_layer - 1);
+        e->lookahead = hp->n_layer - 1;
     }
     if (p->k_pred < 0 || (uint32_t)p->k_pred > hp->n_expert) {
         snprintf(err, errlen, "k_pred %d: between 1 and the model's %u experts (0 = top-k)", p->k_pred, hp->n_expert);
@@ -1008,9 +1016,10 @@ int eng_init(struct engine **out, const struct eng_params *p, char *err, size_t 
         goto fail;
     }
     e->ctx = p->ctx_size > 0 ? p->ctx_size : (int32_t)e->m->hp.n_ctx_train;
-    if (e->p.parallel < 1 || e->p.batch_tokens < e->p.parallel || e->ctx < 2) {
-        snprintf(err, errlen, "invalid engine settings: parallel %d, batch %d, context %d",
-                 e->p.parallel, e->p.batch_tokens, e->ctx);
+    if (e->p.parallel < 1 || e->p.batch_tokens < e->p.parallel || e->ctx < 2 || e->p.step_seqs < 0 ||
+        e->p.max_skip < 0 || (e->p.sched != ENG_SCHED_FCFS && e->p.sched != ENG_SCHED_REGROUP)) {
+        snprintf(err, errlen, "invalid engine settings: parallel %d, batch %d, context %d, step_seqs %d, "
+                 "max_skip %d", e->p.parallel, e->p.batch_tokens, e->ctx, e->p.step_seqs, e->p.max_skip);
         rc = ERR_CONFIG;
         goto fail;
     }
@@ -1076,6 +1085,7 @@ int eng_init(struct engine **out, const struct eng_params *p, char *err, size_t 
         snprintf(err, errlen, "cannot set up the engine: out of memory");
         goto fail;
     }
+    fwd_set_route_cb(e->f, sched__on_route, e); /* the scheduler's predictions and figures */
     pthread_mutex_init(&e->mu, NULL);
     pthread_cond_init(&e->cv, NULL);
     if ((rc = -pthread_create(&e->th, NULL, engine_main, e)) < 0) {
@@ -1087,6 +1097,9 @@ int eng_init(struct engine **out, const struct eng_params *p, char *err, size_t 
     log_info("engine", "%s: %s, context %d, KV pool %d tokens (%s), %d parallel, batch %d, prefix cache %s",
              e->m->name, e->m->arch->name, e->ctx, n_blocks * bs, be_type_name(p->kv_type),
              e->p.parallel, e->p.batch_tokens, p->prefix_cache ? "on" : "off");
+    log_info("engine", "scheduler %s: %d sequences per step, max skip %d, at most %d admitted",
+             e->sc.policy == ENG_SCHED_REGROUP ? "regroup" : "fcfs", e->sc.step_seqs, e->sc.max_skip,
+             e->sc.admit_limit);
     *out = e;
     return 0;
 fail:

@@ -29,6 +29,12 @@
 struct model;
 struct vocab;
 
+/* How the scheduler forms a step's batch (engine/sched.c). */
+enum eng_sched {
+    ENG_SCHED_FCFS,    /* decoding sequences, then prompt chunks, in admission order */
+    ENG_SCHED_REGROUP, /* the sequences whose predicted experts overlap most (engine/regroup.c) */
+};
+
 struct eng_params {
     const char *model_path;
     int n_threads;          /* 0 = the CPUs this process may use */
@@ -37,6 +43,12 @@ struct eng_params {
     enum be_type kv_type;   /* F32, F16 (default) or Q8_0 */
     int32_t parallel;       /* most running sequences */
     int32_t batch_tokens;   /* token budget of one step (chunked prefill) */
+    int32_t step_seqs;      /* most sequences in one step; 0 = parallel. Below parallel, more
+                               sequences hold KV than one step runs and the policy picks */
+    enum eng_sched sched;   /* batch formation policy */
+    int32_t max_skip;       /* most consecutive steps a runnable sequence is passed over (4);
+                               the engine admits at most step_seqs * (max_skip + 1) sequences
+                               so that the bound can always be kept */
     bool prefix_cache;      /* reuse KV blocks of shared prefixes */
     int32_t max_queued;     /* most requests waiting to start; more get ERR_BUSY */
     int gpu;                /* enum be_gpu: 0 CPU, 1 a GPU when usable (default), 2 a GPU or fail */
@@ -104,6 +116,30 @@ struct eng_event {
     char errmsg[256];
 };
 
+#define ENG_DISTINCT_BUCKETS 16 /* bucket i counts layer-steps with <= eng_distinct_le(i) experts */
+
+/* The scheduler's figures (both policies). */
+struct eng_sched_stats {
+    uint64_t steps_fcfs, steps_regroup; /* steps run under each policy */
+    uint64_t steps_chosen;           /* of which more sequences were runnable than the step held */
+    uint64_t seq_skips;              /* runnable sequences passed over, summed over steps */
+    uint64_t forced;                 /* sequences taken first because the max_skip bound required it */
+    uint64_t unknown_picks;          /* regroup: sequences taken with no expert prediction yet */
+    uint32_t max_wait_steps;         /* longest run of consecutive steps a sequence was passed over */
+    uint32_t max_skip;               /* the bound in force */
+    /* Distinct experts per MoE layer per step, beside what uniform routing
+     * would give for the step's B tokens: N (1 - (1 - k/N)^B). */
+    uint64_t layer_steps;            /* MoE layer-steps observed */
+    uint64_t distinct_sum;           /* distinct experts, summed over layer-steps */
+    double uniform_sum;              /* the uniform expectation, summed over layer-steps */
+    uint64_t distinct_hist[ENG_DISTINCT_BUCKETS]; /* not cumulative; the last is the overflow */
+    /* The same over decode-only steps (one token per sequence, no prompt chunk). */
+    uint64_t decode_layer_steps, decode_distinct_sum;
+    double decode_uniform_sum;
+};
+/* Upper bound of histogram bucket i (the last bucket has none: returns 0). */
+uint32_t eng_distinct_le(int i);
+
 struct eng_metrics {
     int32_t running, waiting;
     int32_t kv_blocks, kv_used, kv_cached, kv_free;
@@ -125,6 +161,7 @@ struct eng_metrics {
     struct { uint64_t tp, n_pred, n_actual; } pred_d[8];
     double pregate_seconds, predict_seconds;
     uint64_t trace_tokens, trace_errors;
+    struct eng_sched_stats sched;
 };
 #define ENG_MAX_LOOKAHEAD 8
 

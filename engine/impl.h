@@ -41,7 +41,12 @@ struct eng_req {
     int32_t n_tok, n_done, n_prompt, n_gen;
     int32_t cached_tokens;        /* reused at first admission; -1 before */
     uint64_t admit_order;
-    int32_t skipped;              /* steps passed over while runnable */
+    int32_t skipped;              /* consecutive steps passed over while runnable */
+    /* The experts its next token is expected to use: per model layer, a
+     * bitset of sched_state.words words (the top-k ids of its last computed
+     * token, engine/regroup.c); NULL until the scheduler first sees it. */
+    uint64_t *pred;
+    bool pred_known;              /* pred holds a routing (false before its first step) */
     struct sampler *smp;
     struct vocab_detok detok;
     char *detok_buf;
@@ -63,6 +68,31 @@ struct sched_batch {
     struct eng_req **out_req;     /* per output row */
     struct eng_req **seq;         /* sequences in the batch */
     int32_t *seq_take;            /* tokens each contributes */
+};
+
+/* Supplies the predicted experts of sequence r at MoE layer `layer`: a bitset
+ * of sched_state.words words, or NULL when unknown (treated as overlapping
+ * nothing). The default reads r->pred (temporal locality); the predictor may
+ * install a better one (engine thread; the result is valid until the next
+ * call). */
+typedef const uint64_t *(*sched_pred_fn)(void *ud, const struct eng_req *r, uint32_t layer);
+
+/* Scheduler state (sched.c, regroup.c); engine thread only. */
+struct sched_state {
+    enum eng_sched policy;
+    int32_t step_seqs;            /* most sequences per step (resolved: 1..parallel) */
+    int32_t max_skip;
+    int32_t admit_limit;          /* most admitted sequences: min(parallel, step_seqs * (max_skip + 1)) */
+    uint32_t n_layer, n_expert, k, words; /* words: uint64_t per layer bitset */
+    sched_pred_fn pred_fn;
+    void *pred_ud;
+    /* scratch, sized parallel or n_layer x words */
+    struct sched_cand *cand;      /* parallel */
+    bool *picked;                 /* parallel, by running index */
+    uint64_t *uni;                /* n_layer x words: experts of the batch being formed */
+    uint64_t *res;                /* n_layer x words: experts resident at the start of the step */
+    uint64_t *seen;               /* words: one layer's distinct experts (route observer) */
+    struct eng_sched_stats st;
 };
 
 struct engine {
@@ -95,6 +125,7 @@ struct engine {
     int32_t n_waiting;
     uint64_t admit_counter;
     struct sched_batch batch;
+    struct sched_state sc;
     float *logits;                /* parallel x n_vocab */
     uint64_t steps, step_tokens, prompt_tokens, generated_tokens, preemptions, requests_done;
     int32_t last_batch_tokens, last_batch_seqs;
@@ -107,11 +138,30 @@ void eng__notify(struct eng_req *r);
 void eng__preempt(struct engine *e, int32_t i);
 
 /* sched.c */
-int sched__init(struct sched_batch *b, const struct engine *e);
-void sched__free(struct sched_batch *b);
-/* Fills b with this step's work: a token of every decoding sequence, then
- * prompt chunks within the token budget; reserves their KV blocks,
- * preempting the most recently admitted sequences when the pool is full. */
+int sched__init(struct sched_batch *b, struct engine *e);
+void sched__free(struct sched_batch *b, struct engine *e);
+/* Sequences the engine may admit (hold KV) at once. */
+int32_t sched__admit_limit(const struct engine *e);
+/* Fills b with this step's work: up to step_seqs sequences chosen by the
+ * policy (those the max_skip bound requires first), a token of each decoding
+ * one and chunks of the prompts within the token budget; reserves their KV
+ * blocks, preempting the most recently admitted sequences when the pool is
+ * full. Updates every running sequence's skip count. */
 void sched__build(struct engine *e, struct sched_batch *b);
+
+/* regroup.c */
+struct sched_cand {
+    int32_t i;                    /* index in e->running */
+    int32_t deadline;             /* steps it may still be passed over */
+    uint64_t admit;
+};
+/* Route observer (fwd_route_cb; ud is the engine): records each batch
+ * sequence's last token's experts and the distinct-expert figures. */
+void sched__on_route(void *ud, uint32_t layer, int32_t n_tok, int32_t k, const int32_t *ids,
+                     const float *weights);
+/* Regroup: marks up to `want` more of the running sequences in picked[]
+ * (those already marked form the start of the group); returns how many it
+ * marked. */
+int32_t regroup__pick(struct engine *e, int32_t want);
 
 #endif

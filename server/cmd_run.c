@@ -340,7 +340,8 @@ int srv_cmd_run(int argc, char **argv)
     rp.sample.temperature = 0.8f;
     ep.parallel = 1;
     enum { O_TEMP = 256, O_SEED, O_TOPK, O_TOPP, O_MINP, O_REP, O_STATS, O_KV, O_NOPC, O_IGN, O_NOSP,
-           O_CHAT, O_TMPL, O_KW, O_XC, O_HC, O_IO, O_XFORCE, O_PRED, O_LA, O_KP, O_PFB, O_PFD, O_TRACE, O_UNSUP };
+           O_CHAT, O_TMPL, O_KW, O_XC, O_HC, O_IO, O_XFORCE, O_PRED, O_LA, O_KP, O_PFB, O_PFD, O_TRACE,
+           O_SCHED, O_MAXSKIP, O_STEPSEQS, O_UNSUP };
     static const struct option lo[] = {
         {"model", 1, 0, 'm'}, {"prompt", 1, 0, 'p'}, {"n-predict", 1, 0, 'n'},
         {"threads", 1, 0, 't'}, {"ctx-size", 1, 0, 'c'}, {"batch-size", 1, 0, 'b'},
@@ -352,7 +353,8 @@ int srv_cmd_run(int argc, char **argv)
         {"expert-cache", 1, 0, O_XC}, {"host-cache", 1, 0, O_HC}, {"cpu-experts", 1, 0, O_UNSUP},
         {"io", 1, 0, O_IO}, {"expert-store-always", 0, 0, O_XFORCE}, {"predictor", 1, 0, O_PRED}, {"lookahead", 1, 0, O_LA},
         {"k-pred", 1, 0, O_KP}, {"prefetch-budget", 1, 0, O_PFB}, {"prefetch-depth", 1, 0, O_PFD},
-        {"sched", 1, 0, O_UNSUP}, {"max-skip", 1, 0, O_UNSUP}, {"trace-routing", 1, 0, O_TRACE},
+        {"sched", 1, 0, O_SCHED}, {"max-skip", 1, 0, O_MAXSKIP}, {"step-seqs", 1, 0, O_STEPSEQS},
+        {"trace-routing", 1, 0, O_TRACE},
         {0, 0, 0, 0}};
     int c;
     optind = 1;
@@ -397,9 +399,19 @@ int srv_cmd_run(int argc, char **argv)
                 return 2;
             }
             break;
+        case O_SCHED:
+            if (!strcmp(optarg, "fcfs")) ep.sched = ENG_SCHED_FCFS;
+            else if (!strcmp(optarg, "regroup")) ep.sched = ENG_SCHED_REGROUP;
+            else {
+                fprintf(stderr, "moed: --sched: fcfs or regroup, not '%s'\n", optarg);
+                return 2;
+            }
+            break;
+        case O_MAXSKIP: ep.max_skip = atoi(optarg); break;
+        case O_STEPSEQS: ep.step_seqs = atoi(optarg); break;
         case O_UNSUP:
-            fprintf(stderr, "moed: --%s: regrouping and CPU/GPU expert placement are not "
-                            "implemented in this version (batches are formed first come first served)\n",
+            fprintf(stderr, "moed: --%s: choosing where cold experts run needs the GPU backend "
+                            "(on the CPU backend every expert runs on the CPU)\n",
                     li >= 0 ? lo[li].name : "?");
             return 2;
         default: return 2;
@@ -409,6 +421,7 @@ int srv_cmd_run(int argc, char **argv)
         fprintf(stderr, "usage: moed run -m MODEL [-p PROMPT] [-n N] [--temp T] [--seed S] [-t THREADS]\n"
                         "       [-c CTX] [-b BATCH] [--top-k K] [--top-p P] [--min-p P] [--repeat-penalty R]\n"
                         "       [--kv-type f32|f16|q8_0] [--ignore-eos] [--no-special] [--stats-json FILE] [-v]\n"
+                        "       [--expert-cache S] [--sched fcfs|regroup] [--max-skip N] [--step-seqs N]\n"
                         "       [--chat [--chat-template FILE] [--chat-kwargs JSON]]\n"
                         "       [--expert-cache S] [--io io_uring|pread] [--predictor none|pregate|path|combined]\n"
                         "       [--lookahead N] [--prefetch-depth N] [--k-pred N] [--prefetch-budget F]\n"
@@ -594,6 +607,35 @@ int srv_cmd_run(int argc, char **argv)
         cJSON_AddNumberToObject(en, "kv_blocks", met.kv_blocks);
         cJSON_AddNumberToObject(en, "kv_used", met.kv_used);
         cJSON_AddNumberToObject(en, "kv_cached", met.kv_cached);
+        const struct eng_sched_stats *ss = &met.sched;
+        cJSON *sc = cJSON_AddObjectToObject(j, "scheduler");
+        cJSON_AddStringToObject(sc, "policy", ep.sched == ENG_SCHED_REGROUP ? "regroup" : "fcfs");
+        cJSON_AddNumberToObject(sc, "max_skip", ss->max_skip);
+        cJSON_AddNumberToObject(sc, "steps_fcfs", (double)ss->steps_fcfs);
+        cJSON_AddNumberToObject(sc, "steps_regroup", (double)ss->steps_regroup);
+        cJSON_AddNumberToObject(sc, "steps_chosen", (double)ss->steps_chosen);
+        cJSON_AddNumberToObject(sc, "seq_skips", (double)ss->seq_skips);
+        cJSON_AddNumberToObject(sc, "forced", (double)ss->forced);
+        cJSON_AddNumberToObject(sc, "unknown_picks", (double)ss->unknown_picks);
+        cJSON_AddNumberToObject(sc, "max_wait_steps", ss->max_wait_steps);
+        cJSON_AddNumberToObject(sc, "moe_layer_steps", (double)ss->layer_steps);
+        cJSON_AddNumberToObject(sc, "distinct_experts_per_layer_step",
+                                ss->layer_steps ? (double)ss->distinct_sum / (double)ss->layer_steps : 0.0);
+        cJSON_AddNumberToObject(sc, "uniform_experts_per_layer_step",
+                                ss->layer_steps ? ss->uniform_sum / (double)ss->layer_steps : 0.0);
+        cJSON_AddNumberToObject(sc, "decode_moe_layer_steps", (double)ss->decode_layer_steps);
+        cJSON_AddNumberToObject(sc, "decode_distinct_experts_per_layer_step",
+                                ss->decode_layer_steps ? (double)ss->decode_distinct_sum / (double)ss->decode_layer_steps
+                                                       : 0.0);
+        cJSON_AddNumberToObject(sc, "decode_uniform_experts_per_layer_step",
+                                ss->decode_layer_steps ? ss->decode_uniform_sum / (double)ss->decode_layer_steps : 0.0);
+        cJSON *dl = cJSON_AddArrayToObject(sc, "distinct_experts_le");
+        cJSON *dc = cJSON_AddArrayToObject(sc, "distinct_experts_count");
+        for (int i = 0; i < ENG_DISTINCT_BUCKETS; i++) {
+            cJSON_AddItemToArray(dl, i < ENG_DISTINCT_BUCKETS - 1 ? cJSON_CreateNumber(eng_distinct_le(i))
+                                                                  : cJSON_CreateString("+Inf"));
+            cJSON_AddItemToArray(dc, cJSON_CreateNumber((double)ss->distinct_hist[i]));
+        }
         cJSON *mp = cJSON_AddObjectToObject(j, "memory_plan");
         cJSON_AddNumberToObject(mp, "limit_bytes", (double)pl->limit);
         cJSON_AddNumberToObject(mp, "available_bytes", (double)pl->available);

@@ -61,6 +61,7 @@ static const struct cfg_key k_keys[] = {
     {"engine.kv_type", CT_ENUM, OFF(eng_kv_type), "f16", 0, 0, "f32|f16|q8_0"},
     {"engine.parallel", CT_INT, OFF(eng.parallel), "4", 1, 4096, NULL},
     {"engine.batch_tokens", CT_INT, OFF(eng.batch_tokens), "512", 1, 1048576, NULL},
+    {"engine.step_seqs", CT_INT, OFF(eng.step_seqs), "0", 0, 4096, NULL},
     {"engine.prefix_cache", CT_BOOL, OFF(eng.prefix_cache), "true", 0, 0, NULL},
     {"cache.device", CT_SIZE, OFF(cache.device), "auto", 0, 0, NULL},
     {"cache.host", CT_SIZE, OFF(cache.host), "auto", 0, 0, NULL},
@@ -73,7 +74,7 @@ static const struct cfg_key k_keys[] = {
     {"predictor.prefetch_budget", CT_F64, OFF(pred.prefetch_budget), "0.25", 0, 1, NULL},
     {"predictor.trace", CT_STR, OFF(pred.trace), NULL, 0, 0, NULL},
     {"scheduler.policy", CT_ENUM, OFF(sched.policy), "fcfs", 0, 0, "fcfs|regroup"},
-    {"scheduler.max_skip", CT_INT, OFF(sched.max_skip), "8", 0, 1000000, NULL},
+    {"scheduler.max_skip", CT_INT, OFF(sched.max_skip), "4", 0, 1000000, NULL},
     {"log.level", CT_ENUM, OFF(srv.log_level), "info", 0, 0, "error|warn|info|debug"},
     {"log.file", CT_STR, OFF(srv.log_file), NULL, 0, 0, NULL},
 };
@@ -103,6 +104,7 @@ static const struct cfg_flag k_flags[] = {
     {"", "ctv", "engine.kv_type", FL_ARG, NULL},
     {"parallel", "np", "engine.parallel", FL_ARG, "N    most running sequences"},
     {"batch-size", "b", "engine.batch_tokens", FL_ARG, "N  token budget of one step"},
+    {"step-seqs", NULL, "engine.step_seqs", FL_ARG, "N   most sequences in one step (0 = parallel)"},
     {"no-prefix-cache", NULL, "engine.prefix_cache", FL_FALSE, "  do not reuse KV blocks of shared prefixes"},
     {"expert-cache", NULL, "cache.device", FL_ARG, "S  device expert cache: SIZE, PCT% or auto"},
     {"host-cache", NULL, "cache.host", FL_ARG, "S    host expert cache: SIZE, PCT% or auto"},
@@ -504,6 +506,8 @@ int srv_config_load(struct app_config *c, int argc, char **argv, char *err, size
     c->eng.k_pred = c->pred.k;
     c->eng.prefetch_budget = c->pred.prefetch_budget;
     c->eng.trace_routing = c->pred.trace;
+    c->eng.sched = strcmp(c->sched.policy, "regroup") == 0 ? ENG_SCHED_REGROUP : ENG_SCHED_FCFS;
+    c->eng.max_skip = c->sched.max_skip;
     if (c->eng.batch_tokens < c->eng.parallel)
         return fail(err, errlen, "engine.batch_tokens (%d) must be at least engine.parallel (%d)",
                     c->eng.batch_tokens, c->eng.parallel);

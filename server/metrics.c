@@ -206,6 +206,47 @@ static void expert_cache(struct out *o, const struct eng_metrics *em)
           x->file_changed ? 1 : 0);
 }
 
+/* The scheduler's figures: both policies' counters, the longest wait and
+ * the distinct experts per MoE layer per step beside uniform routing's. */
+static void scheduler(struct out *o, const struct eng_metrics *em)
+{
+    const struct eng_sched_stats *x = &em->sched;
+    head(o, "moed_sched_steps_total", "counter", "Engine steps by the policy in force.");
+    put(o, "moed_sched_steps_total{policy=\"fcfs\"} %llu\n", (unsigned long long)x->steps_fcfs);
+    put(o, "moed_sched_steps_total{policy=\"regroup\"} %llu\n", (unsigned long long)x->steps_regroup);
+    counter(o, "moed_sched_steps_chosen_total", "Steps where more sequences were runnable than one step holds.",
+            (double)x->steps_chosen);
+    counter(o, "moed_sched_skips_total", "Runnable sequences passed over, summed over steps.", (double)x->seq_skips);
+    counter(o, "moed_sched_forced_total", "Sequences taken first to keep the max_skip bound.", (double)x->forced);
+    counter(o, "moed_sched_unknown_picks_total",
+            "Sequences regroup took with no expert prediction yet (prompts before their first chunk).",
+            (double)x->unknown_picks);
+    gauge(o, "moed_sched_max_wait_steps", "Longest run of consecutive steps a runnable sequence was passed over.",
+          x->max_wait_steps);
+    gauge(o, "moed_sched_max_skip", "The bound on consecutive steps a runnable sequence may be passed over.",
+          x->max_skip);
+    head(o, "moed_sched_distinct_experts", "histogram", "Distinct experts per MoE layer per step.");
+    uint64_t cum = 0;
+    for (int i = 0; i < ENG_DISTINCT_BUCKETS - 1; i++) {
+        cum += x->distinct_hist[i];
+        put(o, "moed_sched_distinct_experts_bucket{le=\"%u\"} %llu\n", eng_distinct_le(i), (unsigned long long)cum);
+    }
+    put(o, "moed_sched_distinct_experts_bucket{le=\"+Inf\"} %llu\n", (unsigned long long)x->layer_steps);
+    put(o, "moed_sched_distinct_experts_sum %llu\nmoed_sched_distinct_experts_count %llu\n",
+        (unsigned long long)x->distinct_sum, (unsigned long long)x->layer_steps);
+    counter(o, "moed_sched_uniform_experts_sum",
+            "Distinct experts uniform routing would give, N(1-(1-k/N)^B) for each step's B tokens, summed over "
+            "MoE layer-steps (divide by moed_sched_distinct_experts_count).",
+            x->uniform_sum);
+    counter(o, "moed_sched_decode_distinct_experts_sum",
+            "Distinct experts per MoE layer per step, summed over decode-only steps (no prompt chunk).",
+            (double)x->decode_distinct_sum);
+    counter(o, "moed_sched_decode_uniform_experts_sum", "Uniform routing's figure over the same decode-only steps.",
+            x->decode_uniform_sum);
+    counter(o, "moed_sched_decode_layer_steps_total", "MoE layer-steps of decode-only steps.",
+            (double)x->decode_layer_steps);
+}
+
 int srv_metrics_render(const struct srv *s, char **out, size_t *len)
 {
     const struct srv_metrics *m = s->metrics;
@@ -271,6 +312,7 @@ int srv_metrics_render(const struct srv *s, char **out, size_t *len)
                         put(&o, "moed_predictor_layer_precision{distance=\"%d\",layer=\"%u\"} %.6f\n", d, l, pr);
                 }
         }
+        scheduler(&o, &em);
     }
     gauge(&o, "moed_uptime_seconds", "Seconds since the server started.", srv_now() - s->t_load_start);
     if (o.oom) {

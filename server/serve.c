@@ -307,7 +307,7 @@ static char *default_model(void)
     return strdup(path);
 }
 
-/* Regrouping is not built yet, and computing cold
+/* Computing cold
  * experts on the CPU beside a GPU needs the GPU backend: a setting that
  * asks for them is refused rather than silently ignored. */
 static int check_supported(const struct app_config *c, char *err, size_t errlen)
@@ -315,10 +315,6 @@ static int check_supported(const struct app_config *c, char *err, size_t errlen)
     if (strcmp(c->cache.cpu_compute, "auto") != 0) {
         snprintf(err, errlen, "cache.cpu_compute: choosing where cold experts run needs the GPU backend; on the "
                               "CPU backend every expert runs on the CPU (leave it at auto)");
-        return ERR_CONFIG;
-    }
-    if (strcmp(c->sched.policy, "fcfs") != 0) {
-        snprintf(err, errlen, "scheduler.policy: only fcfs is implemented in this version");
         return ERR_CONFIG;
     }
     return 0;

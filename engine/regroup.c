@@ -1,0 +1,203 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * regroup.c - the regrouping policy and the routing figures it feeds on.
+ *
+ * When more sequences are runnable than one step holds, regroup forms the
+ * step from those whose predicted experts overlap most, so that a step
+ * activates fewer distinct experts (each expert's weights are read once per
+ * step however many tokens use it) and, with the expert store, loads fewer.
+ * Greedy: the group starts from the sequences the fairness bound requires
+ * (sched.c) or else the most-starved one; then it repeatedly adds the
+ * sequence whose predicted experts add the least cost to the group's union,
+ * an expert already in the union costing nothing, a resident one
+ * REGROUP_COST_RESIDENT and one that must be loaded REGROUP_COST_MISS. A
+ * sequence with no prediction yet (a prompt before its first chunk) counts
+ * as overlapping nothing. Ties go to the longer-waiting, then older one.
+ *
+ * Predictions: by default temporal locality, the experts the sequence's
+ * last computed token used at every layer (recorded here from the forward
+ * pass's route observer into eng_req.pred); sched_state.pred_fn lets the
+ * predictor supply better ones.
+ *
+ * Invariant: everything here runs on the engine thread; the observer runs
+ * inside fwd_decode of the batch sched__build formed (e->batch), whose
+ * tokens are the batch sequences' tokens in order.
+ */
+#include "engine/impl.h"
+
+#include "engine/model.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define REGROUP_COST_RESIDENT 1
+#define REGROUP_COST_MISS 4 /* a load from the file costs about four weight reads from memory */
+
+static const uint32_t k_distinct_le[ENG_DISTINCT_BUCKETS - 1] = {1,  2,  4,  8,   12,  16,  24, 32,
+                                                                 48, 64, 96, 128, 192, 256, 512};
+
+uint32_t eng_distinct_le(int i)
+{
+    return i >= 0 && i < ENG_DISTINCT_BUCKETS - 1 ? k_distinct_le[i] : 0;
+}
+
+static const uint64_t *pred_default(void *ud, const struct eng_req *r, uint32_t layer)
+{
+    const struct sched_state *sc = ud;
+    return r->pred && r->pred_known ? r->pred + (size_t)layer * sc->words : NULL;
+}
+
+/* ---- route observer ---- */
+
+void sched__on_route(void *ud, uint32_t layer, int32_t n_tok, int32_t k, const int32_t *ids,
+                     const float *weights)
+{
+    (void)weights;
+    struct engine *e = ud;
+    struct sched_state *sc = &e->sc;
+    const struct sched_batch *b = &e->batch;
+    const uint32_t W = sc->words, N = sc->n_expert;
+    if (layer >= sc->n_layer || k <= 0)
+        return;
+    /* Distinct experts of the layer this step, and uniform routing's. */
+    memset(sc->seen, 0, W * sizeof *sc->seen);
+    for (int32_t t = 0; t < n_tok * k; t++)
+        if (ids[t] >= 0 && (uint32_t)ids[t] < N)
+            sc->seen[ids[t] / 64] |= 1ull << (ids[t] % 64);
+    uint32_t d = 0;
+    for (uint32_t w = 0; w < W; w++)
+        d += (uint32_t)__builtin_popcountll(sc->seen[w]);
+    int bkt = 0;
+    while (bkt < ENG_DISTINCT_BUCKETS - 1 && d > k_distinct_le[bkt])
+        bkt++;
+    sc->st.distinct_hist[bkt]++;
+    sc->st.layer_steps++;
+    sc->st.distinct_sum += d;
+    double uni = N ? N * (1.0 - pow(1.0 - (double)k / N, n_tok)) : 0;
+    sc->st.uniform_sum += uni;
+    if (n_tok == b->n_tok && b->n_tok == b->n_seq) {
+        sc->st.decode_layer_steps++;
+        sc->st.decode_distinct_sum += d;
+        sc->st.decode_uniform_sum += uni;
+    }
+    /* Each batch sequence's prediction: its last token's experts. */
+    if (n_tok != b->n_tok)
+        return; /* not the scheduler's batch */
+    int32_t t_end = 0;
+    for (int32_t i = 0; i < b->n_seq; i++) {
+        struct eng_req *r = b->seq[i];
+        t_end += b->seq_take[i];
+        if (!r->pred) {
+            r->pred = calloc((size_t)sc->n_layer * W, sizeof *r->pred);
+            if (!r->pred)
+                continue; /* no prediction: it overlaps nothing */
+        }
+        uint64_t *p = r->pred + (size_t)layer * W;
+        memset(p, 0, W * sizeof *p);
+        const int32_t *last = ids + (size_t)(t_end - 1) * k;
+        for (int32_t j = 0; j < k; j++)
+            if (last[j] >= 0 && (uint32_t)last[j] < N)
+                p[last[j] / 64] |= 1ull << (last[j] % 64);
+        r->pred_known = true;
+    }
+}
+
+/* ---- the greedy ---- */
+
+static void union_add(struct sched_state *sc, sched_pred_fn fn, void *ud, const struct eng_req *r)
+{
+    for (uint32_t l = 0; l < sc->n_layer; l++) {
+        const uint64_t *p = fn(ud, r, l);
+        if (p)
+            for (uint32_t w = 0; w < sc->words; w++)
+                sc->uni[(size_t)l * sc->words + w] |= p[w];
+    }
+}
+
+/* Cost of adding r to the group; -1 when r has no prediction. */
+static int64_t add_cost(const struct sched_state *sc, sched_pred_fn fn, void *ud, const struct eng_req *r)
+{
+    int64_t c = 0;
+    bool known = false;
+    for (uint32_t l = 0; l < sc->n_layer; l++) {
+        const uint64_t *p = fn(ud, r, l);
+        if (!p)
+            continue;
+        known = true;
+        const uint64_t *u = sc->uni + (size_t)l * sc->words, *rs = sc->res + (size_t)l * sc->words;
+        for (uint32_t w = 0; w < sc->words; w++) {
+            uint64_t fresh = p[w] & ~u[w];
+            c += REGROUP_COST_RESIDENT * __builtin_popcountll(fresh & rs[w]) +
+                 REGROUP_COST_MISS * __builtin_popcountll(fresh & ~rs[w]);
+        }
+    }
+    return known ? c : -1;
+}
+
+int32_t regroup__pick(struct engine *e, int32_t want)
+{
+    struct sched_state *sc = &e->sc;
+    sched_pred_fn fn = sc->pred_fn ? sc->pred_fn : pred_default;
+    void *ud = sc->pred_fn ? sc->pred_ud : sc;
+    const size_t LW = (size_t)sc->n_layer * sc->words;
+    if (want <= 0 || LW == 0)
+        return 0;
+    /* Residency at the start of the step (every expert without a store). */
+    if (e->xs) {
+        memset(sc->res, 0, LW * sizeof *sc->res);
+        for (uint32_t l = 0; l < sc->n_layer; l++) {
+            if (!e->m->layers[l].moe)
+                continue;
+            for (uint32_t x = 0; x < sc->n_expert; x++)
+                if (xs_resident(e->xs, l, x))
+                    sc->res[(size_t)l * sc->words + x / 64] |= 1ull << (x % 64);
+        }
+    } else {
+        memset(sc->res, 0xff, LW * sizeof *sc->res);
+    }
+    memset(sc->uni, 0, LW * sizeof *sc->uni);
+    int32_t n_in = 0;
+    for (int32_t i = 0; i < e->n_running; i++)
+        if (sc->picked[i]) {
+            union_add(sc, fn, ud, e->running[i]);
+            n_in++;
+        }
+    int32_t n = 0;
+    if (n_in == 0) {
+        /* Start from the most-starved sequence: sc->cand is sorted by
+         * deadline (sched.c pick_due), the longest-waiting first. */
+        int32_t i = sc->cand[0].i;
+        sc->picked[i] = true;
+        union_add(sc, fn, ud, e->running[i]);
+        if (add_cost(sc, fn, ud, e->running[i]) < 0)
+            sc->st.unknown_picks++;
+        n++;
+    }
+    while (n < want) {
+        int32_t best = -1;
+        int64_t best_cost = 0;
+        for (int32_t j = 0; j < e->n_running; j++) {
+            /* Walk in deadline order so that ties go to the longer-waiting. */
+            int32_t i = sc->cand[j].i;
+            if (sc->picked[i])
+                continue;
+            int64_t c = add_cost(sc, fn, ud, e->running[i]);
+            if (c < 0)
+                c = INT64_MAX; /* unknown: overlaps nothing */
+            if (best < 0 || c < best_cost) {
+                best = i;
+                best_cost = c;
+            }
+        }
+        if (best < 0)
+            break;
+        sc->picked[best] = true;
+        if (best_cost == INT64_MAX)
+            sc->st.unknown_picks++;
+        else
+            union_add(sc, fn, ud, e->running[best]);
+        n++;
+    }
+    return n;
+}

@@ -1,0 +1,399 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_engine_sched.c - the scheduler's policies (engine/sched.c,
+ * engine/regroup.c) end to end through the engine API:
+ *   - outputs are identical under fcfs and regroup, with more sequences
+ *     admitted than one step runs (step_seqs < parallel), greedy and seeded
+ *     sampling, with and without the expert store, and equal to each
+ *     request run alone;
+ *   - the max_skip bound holds under an adversarial mix (one sequence whose
+ *     predicted experts overlap nobody's, installed through the scheduler's
+ *     prediction hook), measured from outside the scheduler: the step number
+ *     at which each token arrives (read in the notify callback) gives every
+ *     sequence's consecutive skips;
+ *   - regroup activates fewer distinct experts per step than fcfs on the
+ *     trained model (real routing structure; skipped when it is absent).
+ */
+#include "tests/testutil.h"
+
+#include "engine/engine.h"
+#include "engine/impl.h"
+#include "engine/vocab.h"
+
+#include <pthread.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MAXTOK 64
+#define TRAINED "/work/shared/models/qwen3moe-dev-trained-f16.gguf"
+
+struct result {
+    int32_t toks[MAXTOK];
+    int n;
+    int err;
+    uint64_t last_step;     /* engine step of the latest token */
+    int max_gap_skips;      /* most steps between two consecutive tokens, minus one */
+};
+
+struct waiter {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int ready;
+};
+
+/* One per request: the notify callback records the engine's step count. */
+struct note {
+    struct waiter *w;
+    struct engine *e;
+    uint64_t steps[MAXTOK + 4]; /* step count at each notification */
+    int n_steps;
+};
+
+static void on_notify(void *ud)
+{
+    struct note *nt = ud;
+    /* Called on the engine thread after the step's metrics were published:
+     * met.steps is the number of the step that just produced this event. */
+    struct eng_metrics m;
+    eng_get_metrics(nt->e, &m);
+    if (nt->n_steps < MAXTOK + 4)
+        nt->steps[nt->n_steps++] = m.steps;
+    struct waiter *w = nt->w;
+    pthread_mutex_lock(&w->mu);
+    w->ready = 1;
+    pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
+static bool drain(struct eng_req *r, struct result *res)
+{
+    struct eng_event ev;
+    bool done = false;
+    while (eng_poll(r, &ev) == 0) {
+        if (ev.type == ENG_EV_DELTA) {
+            if (res->n < MAXTOK)
+                res->toks[res->n++] = ev.token;
+        } else {
+            res->err = ev.type == ENG_EV_ERROR ? ev.err : 0;
+            done = true;
+        }
+        eng_event_clear(&ev);
+    }
+    return done;
+}
+
+static void run_many(struct engine *e, int n, int32_t **prompts, const int *lens,
+                     const struct eng_req_params *rps, struct result *res)
+{
+    struct waiter w = {.ready = 0};
+    pthread_mutex_init(&w.mu, NULL);
+    pthread_cond_init(&w.cv, NULL);
+    struct eng_req **reqs = calloc((size_t)n, sizeof *reqs);
+    struct note *notes = calloc((size_t)n, sizeof *notes);
+    bool *done = calloc((size_t)n, sizeof *done);
+    for (int i = 0; i < n; i++) {
+        memset(&res[i], 0, sizeof res[i]);
+        notes[i].w = &w;
+        notes[i].e = e;
+        ASSERT_OK(eng_submit(e, prompts[i], lens[i], &rps[i], on_notify, &notes[i], &reqs[i]));
+    }
+    int left = n;
+    while (left > 0) {
+        pthread_mutex_lock(&w.mu);
+        while (!w.ready) {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_sec += 60;
+            if (pthread_cond_timedwait(&w.cv, &w.mu, &ts) != 0)
+                fail_msg("engine made no progress for 60 s");
+        }
+        w.ready = 0;
+        pthread_mutex_unlock(&w.mu);
+        for (int i = 0; i < n; i++)
+            if (!done[i] && drain(reqs[i], &res[i])) {
+                done[i] = true;
+                left--;
+            }
+    }
+    for (int i = 0; i < n; i++) {
+        eng_release(reqs[i]);
+        /* Every notification after the first carries one new token (the
+         * prompts fit one chunk, so the first is the first token): the gap
+         * between consecutive ones, minus one, is the steps it was passed
+         * over. The last notification (DONE) comes with the last token. */
+        for (int k = 1; k < notes[i].n_steps; k++) {
+            int gap = (int)(notes[i].steps[k] - notes[i].steps[k - 1]) - 1;
+            if (gap > res[i].max_gap_skips)
+                res[i].max_gap_skips = gap;
+        }
+        res[i].last_step = notes[i].n_steps ? notes[i].steps[notes[i].n_steps - 1] : 0;
+    }
+    free(reqs);
+    free(notes);
+    free(done);
+    pthread_mutex_destroy(&w.mu);
+    pthread_cond_destroy(&w.cv);
+}
+
+static struct engine *mk_engine(const char *path, int parallel, int step_seqs, enum eng_sched pol, int max_skip,
+                                const char *xcache)
+{
+    struct eng_params p = eng_params_default();
+    p.model_path = path;
+    p.kv_type = BE_TYPE_F32;
+    p.parallel = parallel;
+    p.batch_tokens = 64;
+    p.step_seqs = step_seqs;
+    p.sched = pol;
+    p.max_skip = max_skip;
+    p.max_queued = 64;
+    p.n_threads = 2;
+    p.ctx_size = 256;
+    if (xcache) {
+        p.expert_cache = xcache;
+        p.store_always = true;
+    }
+    char err[512];
+    struct engine *e = NULL;
+    if (eng_init(&e, &p, err, sizeof err) < 0)
+        fail_msg("eng_init: %s", err);
+    return e;
+}
+
+static void make_prompts(int32_t **p, int *len, int n, uint64_t seed, int vocab)
+{
+    for (int i = 0; i < n; i++) {
+        len[i] = 3 + (int)(test_rand_u64(&seed) % 40);
+        p[i] = malloc((size_t)len[i] * sizeof(int32_t));
+        for (int j = 0; j < len[i]; j++)
+            p[i][j] = (int32_t)(test_rand_u64(&seed) % (uint64_t)vocab);
+    }
+}
+
+static void make_params(struct eng_req_params *rps, int n, int base_tokens)
+{
+    for (int i = 0; i < n; i++) {
+        rps[i] = eng_req_params_default();
+        rps[i].max_tokens = base_tokens + i % 7;
+        rps[i].ignore_eos = true;
+        if (i % 2) {
+            rps[i].sample.temperature = 0.9f;
+            rps[i].sample.top_p = 0.95f;
+            rps[i].sample.seed = 500 + (uint64_t)i;
+            rps[i].sample.has_seed = true;
+        } else {
+            rps[i].sample.temperature = 0;
+        }
+    }
+}
+
+/* ---- identical outputs ---- */
+
+static void check_identity(const char *xcache)
+{
+    enum { N = 24 };
+    int32_t *prompts[N];
+    int lens[N];
+    struct eng_req_params rps[N];
+    static struct result alone[N], fcfs[N], regroup[N];
+    make_prompts(prompts, lens, N, 31, 500);
+    make_params(rps, N, 10);
+    const char *model = test_model_path("qwen3moe-tiny-q8_0");
+    struct engine *e = mk_engine(model, 1, 0, ENG_SCHED_FCFS, 4, xcache);
+    for (int i = 0; i < N; i++)
+        run_many(e, 1, &prompts[i], &lens[i], &rps[i], &alone[i]);
+    eng_free(e);
+    /* 16 admitted, 4 per step: each policy chooses among many runnable. */
+    e = mk_engine(model, 16, 4, ENG_SCHED_FCFS, 3, xcache);
+    run_many(e, N, prompts, lens, rps, fcfs);
+    struct eng_metrics mf, mr;
+    eng_get_metrics(e, &mf);
+    eng_free(e);
+    e = mk_engine(model, 16, 4, ENG_SCHED_REGROUP, 3, xcache);
+    run_many(e, N, prompts, lens, rps, regroup);
+    eng_get_metrics(e, &mr);
+    eng_free(e);
+    assert_true(mf.sched.steps_chosen > 0 && mr.sched.steps_chosen > 0); /* the policies had choices */
+    assert_true(mr.sched.steps_regroup > 0 && mr.sched.steps_fcfs == 0);
+    assert_true(mf.sched.max_wait_steps <= 3 && mr.sched.max_wait_steps <= 3);
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(alone[i].err, 0);
+        assert_int_equal(fcfs[i].err, 0);
+        assert_int_equal(regroup[i].err, 0);
+        assert_int_equal(alone[i].n, rps[i].max_tokens);
+        assert_int_equal(fcfs[i].n, alone[i].n);
+        assert_int_equal(regroup[i].n, alone[i].n);
+        if (memcmp(alone[i].toks, fcfs[i].toks, (size_t)alone[i].n * sizeof(int32_t)) != 0)
+            fail_msg("request %d: fcfs output differs from its output alone", i);
+        if (memcmp(alone[i].toks, regroup[i].toks, (size_t)alone[i].n * sizeof(int32_t)) != 0)
+            fail_msg("request %d: regroup output differs from its output alone", i);
+    }
+    for (int i = 0; i < N; i++)
+        free(prompts[i]);
+}
+
+static void test_identity(void **state)
+{
+    (void)state;
+    check_identity(NULL);
+}
+
+static void test_identity_store(void **state)
+{
+    (void)state;
+    check_identity("25%");
+}
+
+/* ---- fairness under an adversarial mix ---- */
+
+/* Prediction hook: every sequence predicts experts {0..k-1} at every layer
+ * except the outlier (the one whose first prompt token is OUTLIER_TOK),
+ * which predicts the other experts: it overlaps nobody. */
+#define OUTLIER_TOK 499
+static uint64_t g_common[4], g_odd[4];
+static const uint64_t *adversary(void *ud, const struct eng_req *r, uint32_t layer)
+{
+    (void)ud;
+    (void)layer;
+    return r->tokens[0] == OUTLIER_TOK ? g_odd : g_common;
+}
+
+static void check_fairness(enum eng_sched pol, int max_skip)
+{
+    enum { N = 16, P = 16, S = 4 };
+    int32_t *prompts[N];
+    int lens[N];
+    struct eng_req_params rps[N];
+    static struct result res[N];
+    make_prompts(prompts, lens, N, 77, 400);
+    make_params(rps, N, 24);
+    prompts[5][0] = OUTLIER_TOK;
+    struct engine *e = mk_engine(test_model_path("qwen3moe-tiny-q8_0"), P, S, pol, max_skip, NULL);
+    memset(g_common, 0, sizeof g_common);
+    memset(g_odd, 0, sizeof g_odd);
+    const uint32_t nx = e->sc.n_expert, k = e->sc.k;
+    assert_true(nx <= 256 && 2 * k <= nx);
+    for (uint32_t x = 0; x < nx; x++) {
+        if (x < k)
+            g_common[x / 64] |= 1ull << (x % 64);
+        else
+            g_odd[x / 64] |= 1ull << (x % 64);
+    }
+    /* Installed before any request exists; eng_submit's lock publishes it. */
+    e->sc.pred_fn = adversary;
+    e->sc.pred_ud = NULL;
+    run_many(e, N, prompts, lens, rps, res);
+    struct eng_metrics m;
+    eng_get_metrics(e, &m);
+    eng_free(e);
+    int worst = 0;
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(res[i].err, 0);
+        assert_int_equal(res[i].n, rps[i].max_tokens);
+        if (res[i].max_gap_skips > max_skip)
+            fail_msg("%s, max_skip %d: request %d%s was passed over %d consecutive steps",
+                     pol == ENG_SCHED_REGROUP ? "regroup" : "fcfs", max_skip, i, i == 5 ? " (the outlier)" : "",
+                     res[i].max_gap_skips);
+        if (res[i].max_gap_skips > worst)
+            worst = res[i].max_gap_skips;
+    }
+    /* The mix is adversarial: with 16 sequences and 4 per step everyone
+     * waits, the outlier too; the engine's own figure agrees. fcfs would
+     * starve the later sequences without the bound: it is what took them. */
+    assert_true(worst >= 1 && res[5].max_gap_skips >= 1);
+    assert_true(m.sched.max_wait_steps >= (uint32_t)worst && m.sched.max_wait_steps <= (uint32_t)max_skip);
+    if (pol == ENG_SCHED_FCFS)
+        assert_true(m.sched.forced > 0);
+    for (int i = 0; i < N; i++)
+        free(prompts[i]);
+}
+
+static void test_fairness_regroup(void **state)
+{
+    (void)state;
+    check_fairness(ENG_SCHED_REGROUP, 4);
+    check_fairness(ENG_SCHED_REGROUP, 3);
+}
+
+static void test_fairness_fcfs(void **state)
+{
+    (void)state;
+    check_fairness(ENG_SCHED_FCFS, 4);
+    check_fairness(ENG_SCHED_FCFS, 3);
+}
+
+/* ---- fewer distinct experts on a model with routing structure ---- */
+
+static void test_fewer_experts(void **state)
+{
+    (void)state;
+    if (access(TRAINED, R_OK) != 0) {
+        print_message("skipping: %s is absent (it has the routing structure this test needs)\n", TRAINED);
+        skip();
+    }
+    static const char *texts[] = {
+        "class Parser:\n    def __init__(self", "Copyright (C) ", "This program is free software; you can redistribute it",
+        "#include <stdio.h>\nint main(void)\n{", "sub new {\n    my $class = shift;", "  * Fix a crash when",
+        "The following options are supported:", "import os\nimport sys\n\ndef main():", "Package: libfoo\nVersion:",
+        "    return self._data[key]", "SYNOPSIS\n       ls [OPTION]... [FILE]...", "-- Debian Maintainer <",
+        "if (x == NULL)\n        return -1;", "Permission is hereby granted, free of charge,", "for i in range(10):",
+        "DESCRIPTION\n       The", "my %hash = (", "static int foo(int a, int b)", "version 2.0 (2019-01-01)",
+        "def test_something(self):", "Licensed under the Apache License", "#define MAX(a, b)", "usage: prog [-h]",
+        "  * New upstream release.",
+    };
+    enum { N = (int)(sizeof texts / sizeof texts[0]) };
+    int32_t *prompts[N];
+    int lens[N];
+    struct eng_req_params rps[N];
+    static struct result res[2][N];
+    double distinct[2], uniform[2];
+    for (int pol = 0; pol < 2; pol++) {
+        struct engine *e = mk_engine(TRAINED, 16, 4, pol ? ENG_SCHED_REGROUP : ENG_SCHED_FCFS, 4, NULL);
+        for (int i = 0; pol == 0 && i < N; i++) {
+            struct vocab_encode_opts o = vocab_encode_opts_default();
+            struct vocab_tokens t = {0};
+            ASSERT_OK(vocab_encode(eng_vocab(e), texts[i], strlen(texts[i]), &o, &t));
+            prompts[i] = malloc(t.n * sizeof(int32_t));
+            memcpy(prompts[i], t.ids, t.n * sizeof(int32_t));
+            lens[i] = (int)t.n;
+            vocab_tokens_free(&t);
+            rps[i] = eng_req_params_default();
+            rps[i].max_tokens = 40;
+            rps[i].ignore_eos = true;
+            rps[i].sample.temperature = 0;
+        }
+        run_many(e, N, prompts, lens, rps, res[pol]);
+        struct eng_metrics m;
+        eng_get_metrics(e, &m);
+        eng_free(e);
+        assert_true(m.sched.layer_steps > 0);
+        distinct[pol] = (double)m.sched.distinct_sum / (double)m.sched.layer_steps;
+        uniform[pol] = m.sched.uniform_sum / (double)m.sched.layer_steps;
+        print_message("%s: %.3f distinct experts per layer per step (uniform routing: %.3f), %llu steps, "
+                      "longest wait %u\n", pol ? "regroup" : "fcfs", distinct[pol], uniform[pol],
+                      (unsigned long long)m.steps, m.sched.max_wait_steps);
+    }
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(res[1][i].n, res[0][i].n);
+        assert_memory_equal(res[1][i].toks, res[0][i].toks, (size_t)res[0][i].n * sizeof(int32_t));
+        free(prompts[i]);
+    }
+    /* Both policies run the same tokens in about the same batch sizes. */
+    ASSERT_NEAR(uniform[1], uniform[0], 0.05 * uniform[0]);
+    if (!(distinct[1] < 0.9 * distinct[0]))
+        fail_msg("regroup %.3f distinct experts per layer per step, fcfs %.3f: not 10%% fewer", distinct[1],
+                 distinct[0]);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_identity),
+        cmocka_unit_test(test_identity_store),
+        cmocka_unit_test(test_fairness_regroup),
+        cmocka_unit_test(test_fairness_fcfs),
+        cmocka_unit_test(test_fewer_experts),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
