@@ -47,6 +47,7 @@ struct eng_req {
      * token, engine/regroup.c); NULL until the scheduler first sees it. */
     uint64_t *pred;
     bool pred_known;              /* pred holds a routing (false before its first step) */
+    int32_t pred_pos;             /* pred was pre-gated for the token at this position (-1: not) */
     struct sampler *smp;
     struct vocab_detok detok;
     char *detok_buf;
@@ -92,6 +93,10 @@ struct sched_state {
     uint64_t *uni;                /* n_layer x words: experts of the batch being formed */
     uint64_t *res;                /* n_layer x words: experts resident at the start of the step */
     uint64_t *seen;               /* words: one layer's distinct experts (route observer) */
+    /* pre-gating of the sequences' next tokens (regroup.c), parallel rows */
+    int32_t *pg_tok;
+    struct eng_req **pg_req;
+    float *pg_x, *pg_xn, *pg_logits;
     struct eng_sched_stats st;
 };
 

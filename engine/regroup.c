@@ -26,6 +26,7 @@
 #include "engine/impl.h"
 
 #include "engine/model.h"
+#include "kernels/backend.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -135,8 +136,63 @@ static int64_t add_cost(const struct sched_state *sc, sched_pred_fn fn, void *ud
     return known ? c : -1;
 }
 
+/* Pre-gating of each candidate's next token (known once the last one was
+ * sampled, or the next prompt token): the routers of every MoE layer applied
+ * to the token's embedding, each after its layer's FFN norm, top-k per
+ * layer. The residual stream drifts slowly through the layers, so the
+ * embedding already says much of where the token will go (the same fact the
+ * predictor's pre-gating uses one layer at a time). Replaces the last
+ * token's experts as the prediction; computed once per token, for all the
+ * stale candidates in one batch. */
+static void refresh_pregate(struct engine *e)
+{
+    struct sched_state *sc = &e->sc;
+    const struct model *m = e->m;
+    const int64_t E = m->hp.n_embd, NE = sc->n_expert;
+    const struct be_ops *ops = e->be->ops;
+    int32_t n = 0;
+    for (int32_t i = 0; i < e->n_running; i++) {
+        struct eng_req *r = e->running[i];
+        if (r->n_done >= r->n_tok || (r->pred && r->pred_pos == r->n_done))
+            continue;
+        if (!r->pred && !(r->pred = calloc((size_t)sc->n_layer * sc->words, sizeof *r->pred)))
+            continue;
+        sc->pg_tok[n] = r->tokens[r->n_done];
+        sc->pg_req[n++] = r;
+    }
+    if (n == 0)
+        return;
+    ops->get_rows(e->be, sc->pg_x, m->tok_embd.data, m->tok_embd.type, E, sc->pg_tok, n);
+    for (uint32_t l = 0; l < sc->n_layer; l++) {
+        const struct model_layer *L = &m->layers[l];
+        if (!L->moe)
+            continue;
+        ops->rmsnorm(e->be, sc->pg_xn, sc->pg_x, L->ffn_norm.data, E, n, m->hp.eps);
+        ops->matmul(e->be, sc->pg_logits, L->gate_inp.data, L->gate_inp.type, E, NE, sc->pg_xn, n);
+        for (int32_t t = 0; t < n; t++) {
+            const float *x = sc->pg_logits + (size_t)t * NE;
+            uint64_t *p = sc->pg_req[t]->pred + (size_t)l * sc->words;
+            memset(p, 0, sc->words * sizeof *p);
+            for (uint32_t j = 0; j < sc->k; j++) { /* k rounds of argmax: k and N are small */
+                int64_t best = -1;
+                for (int64_t x2 = 0; x2 < NE; x2++)
+                    if (!(p[x2 / 64] >> (x2 % 64) & 1) && (best < 0 || x[x2] > x[best]))
+                        best = x2;
+                if (best >= 0)
+                    p[best / 64] |= 1ull << (best % 64);
+            }
+        }
+    }
+    for (int32_t t = 0; t < n; t++) {
+        sc->pg_req[t]->pred_pos = sc->pg_req[t]->n_done;
+        sc->pg_req[t]->pred_known = true;
+    }
+}
+
 int32_t regroup__pick(struct engine *e, int32_t want)
 {
+    if (e->sc.pg_tok && !e->sc.pred_fn)
+        refresh_pregate(e);
     struct sched_state *sc = &e->sc;
     sched_pred_fn fn = sc->pred_fn ? sc->pred_fn : pred_default;
     void *ud = sc->pred_fn ? sc->pred_ud : sc;

@@ -63,6 +63,18 @@ int sched__init(struct sched_batch *b, struct engine *e)
     sc->uni = malloc(LW * sizeof *sc->uni);
     sc->res = malloc(LW * sizeof *sc->res);
     sc->seen = malloc((sc->words ? sc->words : 1) * sizeof *sc->seen);
+    if (sc->policy == ENG_SCHED_REGROUP && sc->n_expert) {
+        const size_t E = e->m->hp.n_embd;
+        sc->pg_tok = malloc(P * sizeof *sc->pg_tok);
+        sc->pg_req = malloc(P * sizeof *sc->pg_req);
+        sc->pg_x = malloc(P * E * sizeof(float));
+        sc->pg_xn = malloc(P * E * sizeof(float));
+        sc->pg_logits = malloc(P * sc->n_expert * sizeof(float));
+        if (!sc->pg_tok || !sc->pg_req || !sc->pg_x || !sc->pg_xn || !sc->pg_logits) {
+            sched__free(b, e);
+            return -ENOMEM;
+        }
+    }
     if (!b->tok || !b->pos || !b->out_idx || !b->tabs || !b->out_req || !b->seq || !b->seq_take || !sc->cand ||
         !sc->picked || !sc->uni || !sc->res || !sc->seen) {
         sched__free(b, e);
@@ -87,6 +99,14 @@ void sched__free(struct sched_batch *b, struct engine *e)
     free(sc->uni);
     free(sc->res);
     free(sc->seen);
+    free(sc->pg_tok);
+    free(sc->pg_req);
+    free(sc->pg_x);
+    free(sc->pg_xn);
+    free(sc->pg_logits);
+    sc->pg_tok = NULL;
+    sc->pg_req = NULL;
+    sc->pg_x = sc->pg_xn = sc->pg_logits = NULL;
     sc->cand = NULL;
     sc->picked = NULL;
     sc->uni = sc->res = sc->seen = NULL;
