@@ -43,6 +43,7 @@ import json, sys
 out, m, label = sys.argv[1:4]
 print(f"\n{m} ({label}), expert cache 25 %, cold page cache:")
 print(f"  {'predictor':10} {'tok/s':>7} {'hit %':>6} {'stall ms/t':>10} {'MiB read/t':>10} {'late':>6} {'wasted':>7} {'recall d1':>9} {'recall d2':>9}")
+print("  (tok/s: decode; stall per generated token; MiB read per token computed, prompt included, as the replay counts)")
 base = None
 for mode in ("none", "pregate", "path", "combined"):
     st = json.load(open(f"{out}/pred-{m}-{mode}.json"))
@@ -53,7 +54,7 @@ for mode in ("none", "pregate", "path", "combined"):
     r1 = f"{rec[1]:.3f}" if 1 in rec else "-"
     r2 = f"{rec[2]:.3f}" if 2 in rec else "-"
     print(f"  {mode:10} {tps:7.2f} {100*c['hit_rate']:6.1f} {1e3*c['stall_seconds']/gen:10.1f} "
-          f"{c['bytes_disk_to_device']/gen/2**20:10.1f} {p['prefetch_late']:6d} {p['prefetch_wasted']:7d} {r1:>9} {r2:>9}"
+          f"{c['bytes_disk_to_device']/(gen - 1 + st['prompt_tokens'])/2**20:10.1f} {p['prefetch_late']:6d} {p['prefetch_wasted']:7d} {r1:>9} {r2:>9}"
           f"   ({tps/base:.2f}x none)")
 for line in open(f"{out}/pred-{m}-replay.txt"):
     w = line.split()
