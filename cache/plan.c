@@ -148,6 +148,19 @@ void plan_read_machine(struct plan_machine *m, const char *root)
                 lim = l;
                 use = 0;
                 read_u64_file(up, &use);
+                /* the page cache is reclaimable: not counted as used */
+                char sp[600], sl[256];
+                snprintf(sp, sizeof sp, "%.*s/memory.stat", (int)(strrchr(lp, '/') - lp), lp);
+                FILE *sf = fopen(sp, "r");
+                if (sf) {
+                    unsigned long long cache = 0, v;
+                    while (fgets(sl, sizeof sl, sf))
+                        if ((pass == 0 && sscanf(sl, "cache %llu", &v) == 1) ||
+                            (pass == 1 && sscanf(sl, "file %llu", &v) == 1))
+                            cache = v;
+                    fclose(sf);
+                    use = cache < use ? use - cache : 0;
+                }
                 snprintf(m->cgroup_src, sizeof m->cgroup_src, "%s", lp + strlen(root));
             }
             char *slash = strrchr(cg, '/');
@@ -186,10 +199,16 @@ int plan_compute(const struct plan_in *in, const struct plan_machine *mach, stru
     p->reserve = in->reserve_bytes ? in->reserve_bytes : (192ull << 20) + in->weights_bytes / 20;
     p->limit = mach->ram_total;
     p->available = mach->ram_available ? mach->ram_available : mach->ram_total;
+    /* weights already loaded are in the usage figures; the plan counts them itself */
+    const uint64_t own = in->weights_loaded ? in->weights_bytes : 0;
+    p->available += own;
     if (mach->cgroup_limit) {
         if (!p->limit || mach->cgroup_limit < p->limit)
             p->limit = mach->cgroup_limit;
         uint64_t head = mach->cgroup_limit > mach->cgroup_usage ? mach->cgroup_limit - mach->cgroup_usage : 0;
+        head += own;
+        if (head > mach->cgroup_limit)
+            head = mach->cgroup_limit;
         if (head < p->available)
             p->available = head;
     }

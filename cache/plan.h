@@ -42,7 +42,7 @@ int plan_parse_budget(const char *s, struct plan_budget *b, char *err, size_t er
  * the real one). */
 struct plan_machine {
     uint64_t ram_total, ram_available;
-    uint64_t cgroup_limit, cgroup_usage; /* 0 when none */
+    uint64_t cgroup_limit, cgroup_usage; /* 0 when none; usage without the page cache */
     char cgroup_src[160];                /* the file the limit came from, or "" */
 };
 void plan_read_machine(struct plan_machine *m, const char *root);
@@ -56,6 +56,7 @@ struct plan_in {
     bool gpu;                 /* DEVICE is GPU memory (else the RAM arena) */
     const struct xs_params *xp; /* the experts' slices (slot sizes) */
     bool force_store;         /* use the store even when every expert fits */
+    bool weights_loaded;      /* the weights are already in memory (counted in the usage read) */
 };
 
 struct plan {

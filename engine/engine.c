@@ -837,7 +837,8 @@ static int plan_for(const struct model *m, const struct eng_params *p, int32_t c
     xp.n_expert = hp->n_expert;
     xp.layers = xl;
     struct plan_in in = {.weights_bytes = m->bytes_weights, .expert_bytes = m->bytes_experts,
-                         .gpu = false, .xp = m->n_moe_layers ? &xp : NULL, .force_store = p->store_always};
+                         .gpu = false, .xp = m->n_moe_layers ? &xp : NULL, .force_store = p->store_always,
+                         .weights_loaded = m->tok_embd.data != NULL};
     (void)ctx;
     size_t kv_row = be_row_size(p->kv_type, (int64_t)hp->n_head_kv * hp->head_dim);
     in.kv_bytes = (uint64_t)n_blocks * (uint64_t)bs * kv_row * 2 * hp->n_layer;
