@@ -157,6 +157,8 @@ int fwd_init(struct fwd **out, const struct model *m, struct be *be, const struc
     f->pair_tok = zalloc((size_t)(T * K) * 4, &fail);
     f->pair_w = zalloc((size_t)(T * K) * 4, &fail);
     f->tok_err = zalloc((size_t)T * sizeof(int), &fail);
+    f->act_e = zalloc((size_t)NE * 4, &fail);
+    f->act_off = zalloc((size_t)(NE + 1) * 4, &fail);
     if (p->xs) {
         if (!be->ops->moe_ffn || !be->ops->moe_combine) {
             fwd_free(f);
@@ -164,8 +166,6 @@ int fwd_init(struct fwd **out, const struct model *m, struct be *be, const struc
         }
         f->xh = zalloc((size_t)NE * sizeof *f->xh, &fail);
         f->xstate = zalloc((size_t)NE, &fail);
-        f->act_e = zalloc((size_t)NE * 4, &fail);
-        f->act_off = zalloc((size_t)(NE + 1) * 4, &fail);
         f->w_off = zalloc((size_t)(NE + 1) * 4, &fail);
         f->w_tok = zalloc((size_t)(T * K) * 4, &fail);
         f->w_w = zalloc((size_t)(T * K) * 4, &fail);
@@ -701,51 +701,39 @@ static void moe_ffn(struct fwd *f, uint32_t il, int64_t n)
         }
     }
     memset(f->ffn_out, 0, (size_t)(n * E) * sizeof(float));
-    if (f->p.xs) {
-        int32_t a = 0, p = 0;
-        for (int64_t e = 0; e < NE; e++) {
-            const int32_t c = f->ex_cnt[e];
-            if (c == 0)
-                continue;
-            f->act_e[a] = (int32_t)e;
-            f->act_off[a] = p;
-            for (int32_t i = 0; i < c; i++, p++) {
-                f->pair_tok[p] = f->ex_tok[e * n + i];
-                f->pair_w[p] = f->ex_w[e * n + i];
-            }
-            a++;
-            f->st.expert_weight_reads++;
-            f->st.expert_token_rows += (uint64_t)c;
-            f->st.last_distinct_experts++;
-        }
+    /* The active experts in increasing id, each with its (token, weight)
+     * pairs: act_off[a] .. act_off[a+1]-1 of pair_tok/pair_w. */
+    int32_t a = 0, p = 0;
+    for (int64_t e = 0; e < NE; e++) {
+        const int32_t c = f->ex_cnt[e];
+        if (c == 0)
+            continue;
+        f->act_e[a] = (int32_t)e;
         f->act_off[a] = p;
+        for (int32_t i = 0; i < c; i++, p++) {
+            f->pair_tok[p] = f->ex_tok[e * n + i];
+            f->pair_w[p] = f->ex_w[e * n + i];
+        }
+        a++;
+        f->st.expert_weight_reads++;
+        f->st.expert_token_rows += (uint64_t)c;
+        f->st.last_distinct_experts++;
+    }
+    f->act_off[a] = p;
+    if (f->p.xs) {
         moe_store(f, il, n, a);
     } else if (ops->moe_ffn) {
-        /* The whole layer in one call: active experts in increasing id. */
+        /* The whole layer in one call. */
         struct be_moe_layer ml = {
             .n_embd = E, .n_ff = FF, .gate_type = L->gate_exps.type, .up_type = L->up_exps.type,
             .down_type = L->down_exps.type, .gate = f->moe_gate, .up = f->moe_up, .down = f->moe_down,
-            .offset = f->moe_off, .tok = f->pair_tok, .weight = f->pair_w,
+            .offset = f->act_off, .tok = f->pair_tok, .weight = f->pair_w,
         };
-        int32_t a = 0, p = 0;
-        for (int64_t e = 0; e < NE; e++) {
-            const int32_t c = f->ex_cnt[e];
-            if (c == 0)
-                continue;
-            f->moe_gate[a] = model_expert_data(&L->gate_exps, (uint32_t)e);
-            f->moe_up[a] = model_expert_data(&L->up_exps, (uint32_t)e);
-            f->moe_down[a] = model_expert_data(&L->down_exps, (uint32_t)e);
-            f->moe_off[a] = p;
-            for (int32_t i = 0; i < c; i++, p++) {
-                f->pair_tok[p] = f->ex_tok[e * n + i];
-                f->pair_w[p] = f->ex_w[e * n + i];
-            }
-            a++;
-            f->st.expert_weight_reads++;
-            f->st.expert_token_rows += (uint64_t)c;
-            f->st.last_distinct_experts++;
+        for (int32_t i = 0; i < a; i++) {
+            f->moe_gate[i] = model_expert_data(&L->gate_exps, (uint32_t)f->act_e[i]);
+            f->moe_up[i] = model_expert_data(&L->up_exps, (uint32_t)f->act_e[i]);
+            f->moe_down[i] = model_expert_data(&L->down_exps, (uint32_t)f->act_e[i]);
         }
-        f->moe_off[a] = p;
         ml.n_active = a;
         ops->moe_ffn(f->be, f->ffn_out, f->xn, n, &ml);
     } else {
@@ -766,9 +754,6 @@ static void moe_ffn(struct fwd *f, uint32_t il, int64_t n)
             for (int32_t i = 0; i < c; i++)
                 ops->axpy(f->be, f->ffn_out + (int64_t)f->ex_tok[e * n + i] * E, f->ex_d + (int64_t)i * E,
                           f->ex_w[e * n + i], E);
-            f->st.expert_weight_reads++;
-            f->st.expert_token_rows += (uint64_t)c;
-            f->st.last_distinct_experts++;
         }
     }
     if (L->gate_shexp.t) {
