@@ -592,6 +592,11 @@ static int validate(struct srv_gen *g, cJSON *root, struct verr *e)
                 f = &k_fields[i];
         if (!f)
             return bad(e, NULL, "Unrecognized request argument supplied: %.100s", it->string);
+        /* a key given twice would be applied twice (stop lists append, prompts
+         * and biases allocate): refused, as it is almost surely a mistake */
+        for (const cJSON *p = root->child; p != it; p = p->next)
+            if (strcmp(p->string, it->string) == 0)
+                return bad(e, f->name, "'%s' is given more than once", f->name);
         if (!f->fn || cJSON_IsNull(it))
             continue;
         if (f->fn(g, it, f->name, e) < 0)

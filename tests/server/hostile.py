@@ -223,6 +223,10 @@ case("message role is a number", req("POST", CH, {"messages": [{"role": 5, "cont
 case("message content is an object", req("POST", CH, {"messages": [{"role": "user", "content": {"a": 1}}], "max_tokens": 2}),
      400, param="messages")
 case("unknown field", req("POST", C, body_with(frobnicate=1)), 400)
+# a key given twice (found by fuzz_http: the second prompt leaked the first, a second stop list overflowed)
+case("duplicate prompt key", req("POST", C, b'{"prompt": "a", "prompt": "b", "max_tokens": 1}'), 400, param="prompt")
+case("duplicate stop key", req("POST", C, b'{"prompt": "a", "stop": ["1", "2", "3", "4"], "stop": ["5", "6", "7", "8"]}'),
+     400, param="stop")
 # ---- huge numbers ----
 case("max_tokens 1e300", req("POST", C, '{"prompt": "x", "max_tokens": 1e300}'), 400, param="max_tokens")
 case("temperature 1e400 (infinite)", req("POST", C, '{"prompt": "x", "temperature": 1e400}'), 400, param="temperature")
