@@ -341,68 +341,73 @@ HOT void tr16x16(__m512i r[16])
     }
 }
 
-/* The value bytes of one super-block of a panel from tmp[16][256], the 16
- * rows' values in order (64-byte aligned). */
-HOT void kp_values_store(uint8_t *p, const uint8_t *tmp)
+/* The value bytes of one 64-value chunk c of a super-block of a panel from
+ * v[r], row r's 64 values of the chunk. The rows are decoded straight into
+ * registers: going through a row buffer in memory made every 64-byte
+ * reload of two 32-byte stores miss store forwarding. */
+HOT void kp_chunk_store(uint8_t *p, int c, __m512i v[16])
 {
+    tr16x16(v);
     UNROLL
-    for (int c = 0; c < 4; c++) {
-        __m512i v[16];
-        UNROLL
-        for (int r = 0; r < 16; r++)
-            v[r] = _mm512_load_si512(tmp + 256 * r + 64 * c);
-        tr16x16(v);
-        UNROLL
-        for (int m = 0; m < 16; m++)
-            _mm512_store_si512(p + 64 * (16 * c + m), v[m]);
-    }
+    for (int m = 0; m < 16; m++)
+        _mm512_store_si512(p + 64 * (16 * c + m), v[m]);
 }
 
-/* Q4_K (HAS_QH 0) and Q5_K (HAS_QH 1) rows into a panel: the scales of 16
+/* 32 bytes of nibbles -> 64 values 0..15: the low nibbles, then the high. */
+HOT __m512i kp_nibbles64(const uint8_t *qs)
+{
+    const __m512i b = _mm512_broadcast_i64x4(loadu256(qs));
+    return _mm512_and_si512(_mm512_mask_srli_epi16(b, (__mmask32)0xffff0000u, b, 4), _mm512_set1_epi8(0x0f));
+}
+
+/* Q4_K (HAS_QH 0) and Q5_K (HAS_QH 1) rows into a panel: chunk c of a
+ * super-block is qs[32c..32c+31] (low nibbles: values 64c.., high: 64c+32..)
+ * with Q5_K's fifth bits 2c (low) and 2c+1 (high) of qh; the scales of 16
  * rows are decoded together, lane r from row r's 12 scale bytes. */
 #define K4_PACK(name, BT, HAS_QH)                                                          \
     static void name(const void *vw, size_t wrow, int n_rows, int64_t n, void *vdst)       \
     {                                                                                      \
         const int64_t nb = n / QK_K;                                                       \
         uint8_t *dst = vdst;                                                               \
-        const __m256i m4 = _mm256_set1_epi8(0x0f), one = _mm256_set1_epi8(1);              \
-        _Alignas(64) uint8_t tmp[16][QK_K];                                                \
         _Alignas(64) uint32_t raw[3][16];                                                  \
         for (int64_t i = 0; i < nb; i++) {                                                 \
             uint8_t *p = dst + i * KP_SB(8);                                               \
             float *dp = (float *)(void *)(p + KP_Q + 64 * 8 + 512);                        \
+            const BT *x[16];                                                               \
             for (int r = 0; r < 16; r++) {                                                 \
                 if (r >= n_rows) {                                                         \
-                    memset(tmp[r], 0, QK_K);                                               \
                     raw[0][r] = raw[1][r] = raw[2][r] = 0;                                 \
                     dp[r] = dp[16 + r] = 0.0f;                                             \
                     continue;                                                              \
                 }                                                                          \
-                const BT *x = (const BT *)(const void *)((const uint8_t *)vw + (size_t)r * wrow) + i; \
-                memcpy(&raw[0][r], x->scales, 4);                                          \
-                memcpy(&raw[1][r], x->scales + 4, 4);                                      \
-                memcpy(&raw[2][r], x->scales + 8, 4);                                      \
-                dp[r] = f16f(x->d);                                                        \
-                dp[16 + r] = f16f(x->dmin);                                                \
-                __m256i hv = _mm256_setzero_si256();                                       \
-                if (HAS_QH)                                                                \
-                    hv = loadu256(((const struct block_q5_K *)(const void *)x)->qh);       \
-                UNROLL                                                                     \
-                for (int q = 0; q < 4; q++) {                                              \
-                    const __m256i b = loadu256(x->qs + 32 * q);                            \
-                    __m256i lo = _mm256_and_si256(b, m4);                                  \
-                    __m256i hi = _mm256_and_si256(_mm256_srli_epi16(b, 4), m4);            \
-                    if (HAS_QH) {                                                          \
-                        lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(hv, one), 4)); \
-                        hv = _mm256_srli_epi16(hv, 1);                                     \
-                        hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(hv, one), 4)); \
-                        hv = _mm256_srli_epi16(hv, 1);                                     \
-                    }                                                                      \
-                    _mm256_store_si256((__m256i *)(void *)(tmp[r] + 64 * q), lo);          \
-                    _mm256_store_si256((__m256i *)(void *)(tmp[r] + 64 * q + 32), hi);     \
-                }                                                                          \
+                x[r] = (const BT *)(const void *)((const uint8_t *)vw + (size_t)r * wrow) + i; \
+                memcpy(&raw[0][r], x[r]->scales, 4);                                       \
+                memcpy(&raw[1][r], x[r]->scales + 4, 4);                                   \
+                memcpy(&raw[2][r], x[r]->scales + 8, 4);                                   \
+                dp[r] = f16f(x[r]->d);                                                     \
+                dp[16 + r] = f16f(x[r]->dmin);                                             \
             }                                                                              \
-            kp_values_store(p, &tmp[0][0]);                                                \
+            UNROLL                                                                         \
+            for (int c = 0; c < 4; c++) {                                                  \
+                __m512i v[16];                                                             \
+                UNROLL                                                                     \
+                for (int r = 0; r < 16; r++) {                                             \
+                    if (r >= n_rows) {                                                     \
+                        v[r] = _mm512_setzero_si512();                                     \
+                        continue;                                                          \
+                    }                                                                      \
+                    v[r] = kp_nibbles64(x[r]->qs + 32 * c);                                \
+                    if (HAS_QH) {                                                          \
+                        const __m512i hb = _mm512_broadcast_i64x4(                         \
+                            loadu256(((const struct block_q5_K *)(const void *)x[r])->qh)); \
+                        const __m512i cnt = _mm512_inserti64x4(_mm512_set1_epi16((short)(2 * c)), \
+                                                               _mm256_set1_epi16((short)(2 * c + 1)), 1); \
+                        const __m512i hbit = _mm512_and_si512(_mm512_srlv_epi16(hb, cnt), _mm512_set1_epi8(1)); \
+                        v[r] = _mm512_or_si512(v[r], _mm512_slli_epi16(hbit, 4));          \
+                    }                                                                      \
+                }                                                                          \
+                kp_chunk_store(p, c, v);                                                   \
+            }                                                                              \
             kp_k4_scales_store(p, raw);                                                    \
         }                                                                                  \
     }
@@ -437,43 +442,51 @@ HOT void kp_k4_scales_store(uint8_t *p, uint32_t raw[3][16])
 K4_PACK(kp_pack_q4_k, struct block_q4_K, 0)
 K4_PACK(kp_pack_q5_k, struct block_q5_K, 1)
 
+/* Q6_K rows into a panel: chunk c of a super-block is half h = c / 2 of
+ * the block, ql[64h..64h+63] (low nibbles for even c, high for odd) with the
+ * 2-bit highs from qh[32h..32h+31] at bits 4 (c & 1) and 4 (c & 1) + 2. */
 static void kp_pack_q6_k(const void *vw, size_t wrow, int n_rows, int64_t n, void *vdst)
 {
     const int64_t nb = n / QK_K;
     uint8_t *dst = vdst;
-    const __m256i m4 = _mm256_set1_epi8(0x0f), m3 = _mm256_set1_epi8(3);
-    _Alignas(64) uint8_t tmp[16][QK_K];
+    const __m512i m4 = _mm512_set1_epi8(0x0f), m3 = _mm512_set1_epi8(3);
     for (int64_t i = 0; i < nb; i++) {
         uint8_t *p = dst + i * KP_SB(16);
         float *dp = (float *)(void *)(p + KP_Q + 64 * 16 + 512);
         __m512i sc[16];
+        const struct block_q6_K *x[16];
         for (int r = 0; r < 16; r++) {
             if (r >= n_rows) {
-                memset(tmp[r], 0, QK_K);
                 sc[r] = _mm512_setzero_si512();
                 dp[r] = dp[16 + r] = 0.0f;
                 continue;
             }
-            const struct block_q6_K *x =
-                (const struct block_q6_K *)(const void *)((const uint8_t *)vw + (size_t)r * wrow) + i;
-            sc[r] = _mm512_cvtepi8_epi32(loadu128(x->scales));
-            dp[r] = f16f(x->d);
+            x[r] = (const struct block_q6_K *)(const void *)((const uint8_t *)vw + (size_t)r * wrow) + i;
+            sc[r] = _mm512_cvtepi8_epi32(loadu128(x[r]->scales));
+            dp[r] = f16f(x[r]->d);
             dp[16 + r] = 0.0f;
-            UNROLL
-            for (int h = 0; h < 2; h++) {
-                const __m256i qa = loadu256(x->ql + 64 * h), qb = loadu256(x->ql + 64 * h + 32);
-                const __m256i qh = loadu256(x->qh + 32 * h);
-                UNROLL
-                for (int k = 0; k < 4; k++) {
-                    const __m256i l4 = _mm256_and_si256(k < 2 ? (k == 0 ? qa : qb)
-                                                              : _mm256_srli_epi16(k == 2 ? qa : qb, 4), m4);
-                    const __m256i h2 = _mm256_and_si256(_mm256_srli_epi16(qh, 2 * k), m3);
-                    _mm256_store_si256((__m256i *)(void *)(tmp[r] + 128 * h + 32 * k),
-                                       _mm256_or_si256(l4, _mm256_slli_epi16(h2, 4)));
-                }
-            }
         }
-        kp_values_store(p, &tmp[0][0]);
+        UNROLL
+        for (int c = 0; c < 4; c++) {
+            const int h = c >> 1, odd = c & 1;
+            __m512i v[16];
+            UNROLL
+            for (int r = 0; r < 16; r++) {
+                if (r >= n_rows) {
+                    v[r] = _mm512_setzero_si512();
+                    continue;
+                }
+                __m512i q = _mm512_loadu_si512(x[r]->ql + 64 * h);
+                __m512i hb = _mm512_broadcast_i64x4(loadu256(x[r]->qh + 32 * h));
+                if (odd) {
+                    q = _mm512_srli_epi16(q, 4);
+                    hb = _mm512_srli_epi16(hb, 4);
+                }
+                const __m512i h2 = _mm512_and_si512(_mm512_mask_srli_epi16(hb, (__mmask32)0xffff0000u, hb, 2), m3);
+                v[r] = _mm512_or_si512(_mm512_and_si512(q, m4), _mm512_slli_epi16(h2, 4));
+            }
+            kp_chunk_store(p, c, v);
+        }
         tr16x16(sc); /* sc[s] lane r: scale s of row r */
         uint8_t *scp = p + KP_Q, *cmp = p + KP_Q + 64 * 16;
         const __m512i lo16 = _mm512_set1_epi32(0xffff);
