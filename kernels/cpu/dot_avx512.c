@@ -119,13 +119,13 @@ HOT __m512 bf16x16(const be_bf16_t *p, __mmask16 m)
         const T *x = vx;                                                                   \
         Y_ROWS(T, y, vy, ys, ny);                                                          \
         __m512 a0[BE_CPU_MAX_NY], a1[BE_CPU_MAX_NY];                                       \
-        for (int j = 0; j < ny; j++)                                                       \
+        UNROLL_NY for (int j = 0; j < ny; j++)                                                       \
             a0[j] = a1[j] = _mm512_setzero_ps();                                           \
         const __mmask16 all = 0xffff;                                                      \
         int64_t i = 0;                                                                     \
         for (; i + 32 <= n; i += 32) { /* hot */                                           \
             const __m512 x0 = LOAD16(x + i, all), x1 = LOAD16(x + i + 16, all);            \
-            for (int j = 0; j < ny; j++) {                                                 \
+            UNROLL_NY for (int j = 0; j < ny; j++) {                                                 \
                 a0[j] = _mm512_fmadd_ps(x0, LOAD16(y[j] + i, all), a0[j]);                 \
                 a1[j] = _mm512_fmadd_ps(x1, LOAD16(y[j] + i + 16, all), a1[j]);            \
             }                                                                              \
@@ -133,10 +133,10 @@ HOT __m512 bf16x16(const be_bf16_t *p, __mmask16 m)
         for (; i < n; i += 16) {                                                           \
             const __mmask16 m = n - i >= 16 ? all : (__mmask16)((1u << (n - i)) - 1);      \
             const __m512 x0 = LOAD16(x + i, m);                                            \
-            for (int j = 0; j < ny; j++)                                                   \
+            UNROLL_NY for (int j = 0; j < ny; j++)                                                   \
                 a0[j] = _mm512_fmadd_ps(x0, LOAD16(y[j] + i, m), a0[j]);                   \
         }                                                                                  \
-        for (int j = 0; j < ny; j++)                                                       \
+        UNROLL_NY for (int j = 0; j < ny; j++)                                                       \
             s[j] = _mm512_reduce_add_ps(_mm512_add_ps(a0[j], a1[j]));                      \
     }
 
@@ -158,13 +158,13 @@ HOT void d512_bf16_body(int64_t n, const void *vx, const void *vy, size_t ys, co
     const be_bf16_t *x = vx;
     Y_ROWS(be_bf16_t, y, vy, ys, ny);
     __m512 a0[BE_CPU_MAX_NY], a1[BE_CPU_MAX_NY];
-    for (int j = 0; j < ny; j++)
+    UNROLL_NY for (int j = 0; j < ny; j++)
         a0[j] = a1[j] = _mm512_setzero_ps();
     const __mmask32 all = 0xffffffffu;
     int64_t i = 0;
     for (; i + 64 <= n; i += 64) { /* hot */
         const __m512bh x0 = bf16x32(x + i, all), x1 = bf16x32(x + i + 32, all);
-        for (int j = 0; j < ny; j++) {
+        UNROLL_NY for (int j = 0; j < ny; j++) {
             a0[j] = _mm512_dpbf16_ps(a0[j], x0, bf16x32(y[j] + i, all));
             a1[j] = _mm512_dpbf16_ps(a1[j], x1, bf16x32(y[j] + i + 32, all));
         }
@@ -172,10 +172,10 @@ HOT void d512_bf16_body(int64_t n, const void *vx, const void *vy, size_t ys, co
     for (; i < n; i += 32) {
         const __mmask32 m = n - i >= 32 ? all : (__mmask32)((1u << (n - i)) - 1);
         const __m512bh x0 = bf16x32(x + i, m);
-        for (int j = 0; j < ny; j++)
+        UNROLL_NY for (int j = 0; j < ny; j++)
             a0[j] = _mm512_dpbf16_ps(a0[j], x0, bf16x32(y[j] + i, m));
     }
-    for (int j = 0; j < ny; j++)
+    UNROLL_NY for (int j = 0; j < ny; j++)
         s[j] = _mm512_reduce_add_ps(_mm512_add_ps(a0[j], a1[j]));
 }
 #else
@@ -197,7 +197,7 @@ HOT __m256i unpack_q8_0(const struct block_q8_0 *b)
         const BT *x = vx;                                                                  \
         Y_ROWS(struct block_q8_0, y, vy, ys, ny);                                          \
         __m512 acc[BE_CPU_MAX_NY];                                                         \
-        for (int j = 0; j < ny; j++)                                                       \
+        UNROLL_NY for (int j = 0; j < ny; j++)                                                       \
             acc[j] = _mm512_setzero_ps();                                                  \
         const int64_t nb = n / 32;                                                         \
         int64_t i = 0;                                                                     \
@@ -206,7 +206,7 @@ HOT __m256i unpack_q8_0(const struct block_q8_0 *b)
             const __m512i aw = _mm512_abs_epi8(w);                                         \
             const __mmask64 neg = _mm512_movepi8_mask(w);                                  \
             const float d0 = f16f(x[i].d), d1 = f16f(x[i + 1].d);                          \
-            for (int j = 0; j < ny; j++) {                                                 \
+            UNROLL_NY for (int j = 0; j < ny; j++) {                                                 \
                 __m512i yv = cat256(loadu256(y[j][i].qs), loadu256(y[j][i + 1].qs));       \
                 yv = _mm512_mask_sub_epi8(yv, neg, _mm512_setzero_si512(), yv);            \
                 const __m512i p = dp512_u8s8(_mm512_setzero_si512(), aw, yv);              \
@@ -217,7 +217,7 @@ HOT __m256i unpack_q8_0(const struct block_q8_0 *b)
         float t[BE_CPU_MAX_NY] = {0};                                                      \
         if (i < nb)                                                                        \
             TAIL##_body(32, &x[i], &y[0][i], ys, ny, t);                                   \
-        for (int j = 0; j < ny; j++)                                                       \
+        UNROLL_NY for (int j = 0; j < ny; j++)                                                       \
             s[j] = _mm512_reduce_add_ps(acc[j]) + t[j];                                    \
     }
 
@@ -240,7 +240,7 @@ HOT void d512_q6_k_body(int64_t n, const void *vx, const void *vy, size_t ys, co
     const struct block_q6_K *x = vx;
     Y_ROWS(struct block_q8_K, y, vy, ys, ny);
     __m128 acc[BE_CPU_MAX_NY]; /* lane 0, in the K-quant canonical order */
-    for (int j = 0; j < ny; j++)
+    UNROLL_NY for (int j = 0; j < ny; j++)
         acc[j] = _mm_setzero_ps();
     const __m512i m4 = _mm512_set1_epi8(0x0f), m3 = _mm512_set1_epi8(3);
     /* int16 lane l of a zmm of 64 values belongs to sub-block l / 8. */
@@ -251,7 +251,7 @@ HOT void d512_q6_k_body(int64_t n, const void *vx, const void *vy, size_t ys, co
         const __m256i sc16 = _mm256_cvtepi8_epi16(loadu128(x[i].scales));
         const __m512i sc512 = _mm512_castsi256_si512(sc16);
         __m512i sumi[BE_CPU_MAX_NY];
-        for (int j = 0; j < ny; j++) { /* the -32 offset: -32 * sum(sc[s] * bsums[s]) */
+        UNROLL_NY for (int j = 0; j < ny; j++) { /* the -32 offset: -32 * sum(sc[s] * bsums[s]) */
             const __m256i off = _mm256_madd_epi16(sc16, loadu256(y[j][i].bsums));
             sumi[j] = _mm512_zextsi256_si512(_mm256_slli_epi32(_mm256_sub_epi32(_mm256_setzero_si256(), off), 5));
         }
@@ -265,18 +265,18 @@ HOT void d512_q6_k_body(int64_t n, const void *vx, const void *vy, size_t ys, co
                                                _mm512_slli_epi16(_mm512_and_si512(_mm512_srli_epi16(qh2, 4), m3), 4));
             const __m512i sa = _mm512_permutexvar_epi16(_mm512_add_epi16(sub_idx, _mm512_set1_epi16((short)(8 * h))), sc512);
             const __m512i sb = _mm512_permutexvar_epi16(_mm512_add_epi16(sub_idx, _mm512_set1_epi16((short)(8 * h + 4))), sc512);
-            for (int j = 0; j < ny; j++) {
+            UNROLL_NY for (int j = 0; j < ny; j++) {
                 const int8_t *q8 = y[j][i].qs + 128 * h;
                 sumi[j] = dp512_i16(sumi[j], _mm512_maddubs_epi16(wa, _mm512_loadu_si512(q8)), sa);
                 sumi[j] = dp512_i16(sumi[j], _mm512_maddubs_epi16(wb, _mm512_loadu_si512(q8 + 64)), sb);
             }
         }
         const float dx = f16f(x[i].d);
-        for (int j = 0; j < ny; j++)
+        UNROLL_NY for (int j = 0; j < ny; j++)
             acc[j] = _mm_fmadd_ss(_mm_set_ss(dx * y[j][i].d),
                                   _mm_cvtsi32_ss(_mm_setzero_ps(), _mm512_reduce_add_epi32(sumi[j])), acc[j]);
     }
-    for (int j = 0; j < ny; j++)
+    UNROLL_NY for (int j = 0; j < ny; j++)
         s[j] = _mm_cvtss_f32(acc[j]);
 }
 DOT_ENTRY(d512_q6_k)
