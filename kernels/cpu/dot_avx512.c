@@ -183,6 +183,18 @@ FLOAT512_BODY(d512_bf16, be_bf16_t, bf16x16)
 #endif
 DOT_ENTRY(d512_bf16)
 
+/* The sum of 16 floats in one fixed tree (GCC's _mm512_reduce_add_ps):
+ * halves of 8, then of 4, then lanes {0,2} and {1,3}, then those two. The
+ * Q8_0 GEMM repeats it lane by lane, so it is spelled out here rather than
+ * left to the compiler's intrinsic. */
+HOT float hsum512_tree(__m512 a)
+{
+    const __m256 t3 = _mm256_add_ps(_mm512_extractf32x8_ps(a, 1), _mm512_castps512_ps256(a));
+    const __m128 t6 = _mm_add_ps(_mm256_extractf128_ps(t3, 1), _mm256_castps256_ps128(t3));
+    const __m128 t8 = _mm_add_ps(t6, _mm_shuffle_ps(t6, t6, 0x4e));
+    return _mm_cvtss_f32(_mm_add_ss(t8, _mm_movehdup_ps(t8)));
+}
+
 /* ---- signed 32-value blocks against Q8_0, two blocks per zmm ---- */
 
 HOT __m256i unpack_q8_0(const struct block_q8_0 *b)
@@ -218,7 +230,7 @@ HOT __m256i unpack_q8_0(const struct block_q8_0 *b)
         if (i < nb)                                                                        \
             TAIL##_body(32, &x[i], &y[0][i], ys, ny, t);                                   \
         UNROLL_NY for (int j = 0; j < ny; j++)                                                       \
-            s[j] = _mm512_reduce_add_ps(acc[j]) + t[j];                                    \
+            s[j] = hsum512_tree(acc[j]) + t[j];                                            \
     }
 
 SIGNED32_512_BODY(d512_q8_0, struct block_q8_0, unpack_q8_0, d256_q8_0)
@@ -594,6 +606,128 @@ HOT void kgemm_body(int64_t n, const uint8_t *pk, const void *vy, size_t ys, con
 
 KGEMM_ENTRY(kgemm_k4, 8)
 KGEMM_ENTRY(kgemm_k6, 16)
+
+/* ---- Q8_0 GEMM on packed panels ----
+ *
+ * The dot kernel above (d512_q8_0) keeps 16 float lanes per (row, token):
+ * lane l of block pair q accumulates fma(d_b * dy_b, p, acc) with p the
+ * exact sum of the 4 products of group l (l < 8: block 2q, bytes 4l..4l+3;
+ * l >= 8: block 2q+1), and the 16 lanes are summed by hsum512_tree at the
+ * end, plus an odd last block through the 256-bit body. The GEMM keeps the
+ * same 16 partial sums, as 16 registers whose lanes are the panel's 16 rows,
+ * so each (row, token) sees the same float steps and the same tree: the
+ * same bits as dot[Q8_0] at any n_y.
+ *
+ * vpdpbusd multiplies unsigned by signed bytes, so the panel stores the
+ * weights plus 128 (w ^ 0x80) and each group's sum starts at
+ * -128 * (sum of its 4 activation bytes), computed once per token and
+ * panel: the integer p is exact either way.
+ *
+ * Layout, per pair of blocks (1152 bytes = 2 x bytes_per_blk):
+ *   uint8_t q[16][16][4]   group l of row r at q[l][r] (w ^ 0x80)
+ *   float   d[2][16]       the two blocks' scales of each row
+ * then for an odd block count the last block of each row as it is
+ * (16 x 34 bytes). */
+#define Q8P_PAIR 1152
+
+static void kp_pack_q8_0(const void *vw, size_t wrow, int n_rows, int64_t n, void *vdst)
+{
+    const int64_t nb = n / 32, np2 = nb / 2;
+    uint8_t *dst = vdst;
+    const __m512i flip = _mm512_set1_epi8((char)0x80);
+    for (int64_t q = 0; q < np2; q++) {
+        uint8_t *p = dst + q * Q8P_PAIR;
+        float *dp = (float *)(void *)(p + 1024);
+        __m512i v[16];
+        UNROLL
+        for (int r = 0; r < 16; r++) {
+            if (r >= n_rows) {
+                v[r] = _mm512_setzero_si512();
+                dp[r] = dp[16 + r] = 0.0f;
+                continue;
+            }
+            const struct block_q8_0 *x =
+                (const struct block_q8_0 *)(const void *)((const uint8_t *)vw + (size_t)r * wrow) + 2 * q;
+            v[r] = _mm512_xor_si512(cat256(loadu256(x[0].qs), loadu256(x[1].qs)), flip);
+            dp[r] = f16f(x[0].d);
+            dp[16 + r] = f16f(x[1].d);
+        }
+        tr16x16(v);
+        UNROLL
+        for (int m = 0; m < 16; m++)
+            _mm512_store_si512(p + 64 * m, v[m]);
+    }
+    if (nb & 1) {
+        uint8_t *t = dst + np2 * Q8P_PAIR;
+        for (int r = 0; r < 16; r++) {
+            if (r < n_rows)
+                memcpy(t + 34 * r, (const uint8_t *)vw + (size_t)r * wrow + (size_t)(nb - 1) * 34, 34);
+            else
+                memset(t + 34 * r, 0, 34);
+        }
+    }
+}
+
+/* One panel against one token row y: out[r] for the 16 rows. negc is
+ * scratch for n / 4 int32. hot */
+HOT void q8gemm_one(int64_t n, const uint8_t *pk, const struct block_q8_0 *y, int32_t *negc,
+                    __m512 *out)
+{
+    const int64_t nb = n / 32, np2 = nb / 2;
+    const __m512i k128 = _mm512_set1_epi8((char)0x80);
+    for (int64_t q = 0; q < np2; q++) { /* -128 * (sum of each group's 4 bytes) */
+        const __m512i yv = cat256(loadu256(y[2 * q].qs), loadu256(y[2 * q + 1].qs));
+        const __m512i c = _mm512_dpbusd_epi32(_mm512_setzero_si512(), k128, yv);
+        _mm512_storeu_si512(negc + 16 * q, _mm512_sub_epi32(_mm512_setzero_si512(), c));
+    }
+    __m512 acc[16];
+    UNROLL
+    for (int l = 0; l < 16; l++)
+        acc[l] = _mm512_setzero_ps();
+    for (int64_t q = 0; q < np2; q++) { /* hot */
+        const uint8_t *p = pk + q * Q8P_PAIR;
+        const float *dp = (const float *)(const void *)(p + 1024);
+        const __m512 s0 = _mm512_mul_ps(_mm512_load_ps(dp), _mm512_set1_ps(f16f(y[2 * q].d)));
+        const __m512 s1 = _mm512_mul_ps(_mm512_load_ps(dp + 16), _mm512_set1_ps(f16f(y[2 * q + 1].d)));
+        UNROLL
+        for (int l = 0; l < 16; l++) {
+            const int8_t *yq = l < 8 ? y[2 * q].qs + 4 * l : y[2 * q + 1].qs + 4 * (l - 8);
+            const __m512i pi = _mm512_dpbusd_epi32(_mm512_set1_epi32(negc[16 * q + l]),
+                                                   _mm512_load_si512(p + 64 * l), _mm512_set1_epi32(ld32(yq)));
+            acc[l] = _mm512_fmadd_ps(l < 8 ? s0 : s1, _mm512_cvtepi32_ps(pi), acc[l]);
+        }
+    }
+    /* hsum512_tree, lane by lane */
+    __m512 t3[8], t6[4];
+    UNROLL
+    for (int i = 0; i < 8; i++)
+        t3[i] = _mm512_add_ps(acc[8 + i], acc[i]);
+    UNROLL
+    for (int i = 0; i < 4; i++)
+        t6[i] = _mm512_add_ps(t3[4 + i], t3[i]);
+    *out = _mm512_add_ps(_mm512_add_ps(t6[0], t6[2]), _mm512_add_ps(t6[1], t6[3]));
+}
+
+static void q8gemm(int64_t n, const void *vpk, const void *vy, size_t ys, int n_y, float *s, size_t ss,
+                   int n_rows)
+{
+    const int64_t nb = n / 32;
+    const uint8_t *pk = vpk;
+    int32_t negc[n / 4 + 16];
+    const __mmask16 m = n_rows >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << n_rows) - 1);
+    for (int t = 0; t < n_y; t++) {
+        const struct block_q8_0 *y = (const struct block_q8_0 *)(const void *)((const uint8_t *)vy + (size_t)t * ys);
+        __m512 r;
+        q8gemm_one(n, pk, y, negc, &r);
+        _Alignas(64) float tail[16] = {0};
+        if (nb & 1) {
+            const uint8_t *tb = pk + (nb / 2) * Q8P_PAIR;
+            for (int i = 0; i < n_rows; i++)
+                d256_q8_0_body(32, tb + 34 * i, &y[nb - 1], ys, 1, &tail[i]);
+        }
+        _mm512_mask_storeu_ps(s + (size_t)t * ss, m, _mm512_add_ps(r, _mm512_load_ps(tail)));
+    }
+}
 #endif /* DOT_VNNI */
 
 /* ---- table ---- */
@@ -613,6 +747,7 @@ void DOT512_FILL(struct be_cpu_kernels *k)
     k->gemm[BE_TYPE_Q4_K] = (struct be_cpu_gemm){kp_pack_q4_k, kgemm_k4, KP_SB(8)};
     k->gemm[BE_TYPE_Q5_K] = (struct be_cpu_gemm){kp_pack_q5_k, kgemm_k4, KP_SB(8)};
     k->gemm[BE_TYPE_Q6_K] = (struct be_cpu_gemm){kp_pack_q6_k, kgemm_k6, KP_SB(16)};
+    k->gemm[BE_TYPE_Q8_0] = (struct be_cpu_gemm){kp_pack_q8_0, q8gemm, Q8P_PAIR / 2};
     /* Measured (Zen 4): IQ4_XS and Q3_K run slower with vpdpwssd, whose
      * latency chains their scaled sums; they keep the AVX-512 level's. */
     k->dot[BE_TYPE_IQ4_XS] = NULL;
