@@ -12,7 +12,7 @@
  * int16 multiply-adds become vpdpbusd / vpdpwssd and BF16 uses vdpbf16ps;
  * that table is be_cpu__dot_avx512vnni_fill(), this one
  * be_cpu__dot_avx512_fill(). The VNNI level also has the prefill GEMM of
- * Q4_K, Q5_K and Q6_K on packed 16-row panels (impl.h's be_cpu_gemm): one
+ * Q4_K, Q5_K, Q6_K and Q8_0 on packed 16-row panels (impl.h's be_cpu_gemm): one
  * vpdpbusd there does 4 values of 16 rows, where the dot kernels need a
  * vpmaddubsw and a vpdpwssd for 2 values of 16 lanes of one row.
  *
