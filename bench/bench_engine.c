@@ -5,7 +5,8 @@
  * first token under load, and the time to first token of a second chat turn
  * with a 2,000-token history, with and without prefix reuse.
  *
- * usage: bench_engine MODEL [-t THREADS] [-n TOKENS] [-p PROMPT_TOKENS] [-c ONLY_CONCURRENCY] [-q]
+ * usage: bench_engine MODEL [-t THREADS] [-n TOKENS] [-p PROMPT_TOKENS] [-c ONLY_CONCURRENCY[,...]] [-q]
+ * (-c: only these concurrency levels, e.g. -c 1,16, and no chat-turn test)
  *
  * Scheduler comparison (--sched-compare): N concurrent requests (64), at
  * most S sequences per step (--step-seqs 8) out of P admitted (--parallel
@@ -342,6 +343,15 @@ static int sched_compare(const struct cmp_opts *o)
     return 0;
 }
 
+/* Whether the comma-separated list names concurrency level c. */
+static int conc_listed(const char *list, int c)
+{
+    for (const char *p = list; p && *p; p = strchr(p, ',') ? strchr(p, ',') + 1 : NULL)
+        if (atoi(p) == c)
+            return 1;
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     for (int i = 2; i < argc; i++) {
@@ -366,19 +376,20 @@ int main(int argc, char **argv)
         return sched_compare(&o);
     }
     if (argc < 2) {
-        fprintf(stderr, "usage: bench_engine MODEL [-t THREADS] [-n TOKENS] [-p PROMPT_TOKENS] [-c ONLY_CONCURRENCY] [-q]\n"
+        fprintf(stderr, "usage: bench_engine MODEL [-t THREADS] [-n TOKENS] [-p PROMPT_TOKENS] [-c ONLY_CONCURRENCY[,...]] [-q]\n"
                         "       bench_engine MODEL --sched-compare [--requests 64] [--step-seqs 8] [--parallel 32]\n"
                         "           [--max-skip 4] [--expert-cache 25%%] [--topics T] [--reps 2] [-n 32] [-p 32] [-t N]\n");
         return 2;
     }
     int threads = 0, gen = 128, prompt_len = 32;
     int quick = 0, only = 0;
+    const char *only_list = NULL;
     for (int i = 2; i < argc; i++) {
         if (!strcmp(argv[i], "-t") && i + 1 < argc) threads = atoi(argv[++i]);
         else if (!strcmp(argv[i], "-n") && i + 1 < argc) gen = atoi(argv[++i]);
         else if (!strcmp(argv[i], "-p") && i + 1 < argc) prompt_len = atoi(argv[++i]);
         else if (!strcmp(argv[i], "-q")) quick = 1;
-        else if (!strcmp(argv[i], "-c") && i + 1 < argc) only = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "-c") && i + 1 < argc) only_list = argv[++i], only = 1;
     }
     log_set_level(LOG_LEVEL_WARN);
     struct eng_params ep = eng_params_default();
@@ -404,11 +415,11 @@ int main(int argc, char **argv)
     int conc[3] = {1, 4, 16};
     for (int k = 0; k < 3; k++) {
         struct run_stats st;
-        if (only && conc[k] != only)
+        if (only && !conc_listed(only_list, conc[k]))
             continue;
         if (run_load(e, conc[k], prompt_len, quick ? gen / 2 : gen, 100 + (uint64_t)k, &st) < 0)
             return 1;
-        if (k == 0) {
+        if (base == 0) {
             base = st.agg_tps;
             dbase = st.decode_tps;
         }

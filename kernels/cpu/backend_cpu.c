@@ -20,7 +20,7 @@
  *  - Matmul reads each weight row once per group of up to 4 tokens; for
  *    many tokens it walks an L2-sized tile of rows once per token group, so
  *    the weights come from memory once per op. From 3 tokens on, types with
- *    a GEMM (Q4_K, Q5_K, Q6_K at the VNNI level) instead pack each tile
+ *    a GEMM (Q4_K, Q5_K, Q6_K, Q8_0 at the VNNI level) instead pack each tile
  *    into 16-row panels in per-thread memory and run the GEMM on them, 8
  *    tokens at a time; the GEMM gives each (row, token) the bits of the dot
  *    kernel, so a token's output is the same in every batch (n_tok = 1

@@ -55,6 +55,11 @@ void be_cpu__dot_avx2_fill(struct be_cpu_kernels *k);
 #endif
 
 #define HOT static inline __attribute__((always_inline))
+/* The loops over the n_y activation rows must unroll (n_y is a constant in
+ * each body) so that the per-row accumulators stay in registers: -O2 alone
+ * kept them in a stack array, and every multiply-add then waited on a store
+ * and a reload (Q8_0 at 4 rows spent most of its time there). */
+#define UNROLL_NY _Pragma("GCC unroll 8")
 
 /* ---- helpers ---- */
 
@@ -193,22 +198,22 @@ HOT float bf16f(be_bf16_t h)
         const T *x = vx;                                                                   \
         Y_ROWS(T, y, vy, ys, ny);                                                          \
         __m256 a0[BE_CPU_MAX_NY], a1[BE_CPU_MAX_NY];                                       \
-        for (int j = 0; j < ny; j++)                                                       \
+        UNROLL_NY for (int j = 0; j < ny; j++)                                                       \
             a0[j] = a1[j] = _mm256_setzero_ps();                                           \
         int64_t i = 0;                                                                     \
         for (; i + 16 <= n; i += 16) { /* hot */                                           \
             const __m256 x0 = LOAD8(x + i), x1 = LOAD8(x + i + 8);                         \
-            for (int j = 0; j < ny; j++) {                                                 \
+            UNROLL_NY for (int j = 0; j < ny; j++) {                                                 \
                 a0[j] = _mm256_fmadd_ps(x0, LOAD8(y[j] + i), a0[j]);                       \
                 a1[j] = _mm256_fmadd_ps(x1, LOAD8(y[j] + i + 8), a1[j]);                   \
             }                                                                              \
         }                                                                                  \
         for (; i + 8 <= n; i += 8) {                                                       \
             const __m256 x0 = LOAD8(x + i);                                                \
-            for (int j = 0; j < ny; j++)                                                   \
+            UNROLL_NY for (int j = 0; j < ny; j++)                                                   \
                 a0[j] = _mm256_fmadd_ps(x0, LOAD8(y[j] + i), a0[j]);                       \
         }                                                                                  \
-        for (int j = 0; j < ny; j++) {                                                     \
+        UNROLL_NY for (int j = 0; j < ny; j++) {                                                     \
             float t = hsum256_ps(_mm256_add_ps(a0[j], a1[j]));                             \
             for (int64_t k = i; k < n; k++)                                                \
                 t += GET1(x[k]) * GET1(y[j][k]);                                           \
@@ -232,19 +237,19 @@ HOT void d256_q8_0_body(int64_t n, const void *vx, const void *vy, size_t ys, co
     const struct block_q8_0 *x = vx;
     Y_ROWS(struct block_q8_0, y, vy, ys, ny);
     __m256 acc[BE_CPU_MAX_NY];
-    for (int j = 0; j < ny; j++)
+    UNROLL_NY for (int j = 0; j < ny; j++)
         acc[j] = _mm256_setzero_ps();
     for (int64_t i = 0; i < n / QK8_0; i++) { /* hot */
         const __m256i w = loadu256(x[i].qs);
         const __m256i aw = _mm256_sign_epi8(w, w);
         const float dx = f16f(x[i].d);
-        for (int j = 0; j < ny; j++) {
+        UNROLL_NY for (int j = 0; j < ny; j++) {
             const __m256i p = dp_s8s8(_mm256_setzero_si256(), aw, w, loadu256(y[j][i].qs));
             acc[j] = _mm256_fmadd_ps(_mm256_set1_ps(dx * f16f(y[j][i].d)), _mm256_cvtepi32_ps(p),
                                      acc[j]);
         }
     }
-    for (int j = 0; j < ny; j++)
+    UNROLL_NY for (int j = 0; j < ny; j++)
         s[j] = hsum256_ps(acc[j]);
 }
 DOT_ENTRY(d256_q8_0)
@@ -258,19 +263,19 @@ DOT_ENTRY(d256_q8_0)
         const BT *x = vx;                                                                  \
         Y_ROWS(struct block_q8_0, y, vy, ys, ny);                                          \
         __m256 acc[BE_CPU_MAX_NY];                                                         \
-        for (int j = 0; j < ny; j++)                                                       \
+        UNROLL_NY for (int j = 0; j < ny; j++)                                                       \
             acc[j] = _mm256_setzero_ps();                                                  \
         for (int64_t i = 0; i < n / 32; i++) { /* hot */                                   \
             const __m256i w = UNPACK(&x[i]);                                               \
             const __m256i aw = _mm256_sign_epi8(w, w);                                     \
             const float dx = f16f(x[i].d);                                                 \
-            for (int j = 0; j < ny; j++) {                                                 \
+            UNROLL_NY for (int j = 0; j < ny; j++) {                                                 \
                 const __m256i p = dp_s8s8(_mm256_setzero_si256(), aw, w, loadu256(y[j][i].qs)); \
                 acc[j] = _mm256_fmadd_ps(_mm256_set1_ps(dx * f16f(y[j][i].d)),             \
                                          _mm256_cvtepi32_ps(p), acc[j]);                   \
             }                                                                              \
         }                                                                                  \
-        for (int j = 0; j < ny; j++)                                                       \
+        UNROLL_NY for (int j = 0; j < ny; j++)                                                       \
             s[j] = hsum256_ps(acc[j]);                                                     \
     }
 
@@ -308,21 +313,21 @@ DOT_ENTRY(d256_iq4_nl)
         Y_ROWS(struct block_q8_1, y, vy, ys, ny);                                          \
         __m256 acc[BE_CPU_MAX_NY];                                                         \
         float accm[BE_CPU_MAX_NY];                                                         \
-        for (int j = 0; j < ny; j++) {                                                     \
+        UNROLL_NY for (int j = 0; j < ny; j++) {                                                     \
             acc[j] = _mm256_setzero_ps();                                                  \
             accm[j] = 0.0f;                                                                \
         }                                                                                  \
         for (int64_t i = 0; i < n / 32; i++) { /* hot */                                   \
             const __m256i w = UNPACK(&x[i]);                                               \
             const float dx = f16f(x[i].d), mx = f16f(x[i].m);                              \
-            for (int j = 0; j < ny; j++) {                                                 \
+            UNROLL_NY for (int j = 0; j < ny; j++) {                                                 \
                 const __m256i p = dp_u8s8(_mm256_setzero_si256(), w, loadu256(y[j][i].qs)); \
                 acc[j] = _mm256_fmadd_ps(_mm256_set1_ps(dx * f16f(y[j][i].d)),             \
                                          _mm256_cvtepi32_ps(p), acc[j]);                   \
                 accm[j] += mx * f16f(y[j][i].s);                                           \
             }                                                                              \
         }                                                                                  \
-        for (int j = 0; j < ny; j++)                                                       \
+        UNROLL_NY for (int j = 0; j < ny; j++)                                                       \
             s[j] = hsum256_ps(acc[j]) + accm[j];                                           \
     }
 
@@ -378,7 +383,7 @@ HOT __m128i k4_min_dot(__m128i mins16, const int16_t *bsums)
         const BT *x = vx;                                                                  \
         Y_ROWS(struct block_q8_K, y, vy, ys, ny);                                          \
         __m128 acc[BE_CPU_MAX_NY]; /* lane 0: acc, lane 2: accm */                         \
-        for (int j = 0; j < ny; j++)                                                       \
+        UNROLL_NY for (int j = 0; j < ny; j++)                                                       \
             acc[j] = _mm_setzero_ps();                                                     \
         const __m256i m4 = _mm256_set1_epi8(0x0f);                                         \
         for (int64_t i = 0; i < n / QK_K; i++) { /* hot */                                 \
@@ -388,7 +393,7 @@ HOT __m128i k4_min_dot(__m128i mins16, const int16_t *bsums)
             const __m128i mins16 = _mm_cvtepu8_epi16(_mm_set_epi32(0, 0, (int)utmp[3], (int)utmp[2])); \
             const float dx = f16f(x[i].d), dmx = f16f(x[i].dmin);                          \
             __m256i sumi[BE_CPU_MAX_NY];                                                   \
-            for (int j = 0; j < ny; j++)                                                   \
+            UNROLL_NY for (int j = 0; j < ny; j++)                                                   \
                 sumi[j] = _mm256_setzero_si256();                                          \
             __m256i hv = _mm256_setzero_si256();                                           \
             if (HAS_QH)                                                                    \
@@ -406,14 +411,14 @@ HOT __m128i k4_min_dot(__m128i mins16, const int16_t *bsums)
                 }                                                                          \
                 const __m256i sl = _mm256_set1_epi16(sc[2 * p]);                           \
                 const __m256i sh = _mm256_set1_epi16(sc[2 * p + 1]);                       \
-                for (int j = 0; j < ny; j++) {                                             \
+                UNROLL_NY for (int j = 0; j < ny; j++) {                                             \
                     const int8_t *q8 = y[j][i].qs + 64 * p;                                \
                     sumi[j] = dp_i16(sumi[j], _mm256_maddubs_epi16(lo, loadu256(q8)), sl); \
                     sumi[j] = dp_i16(sumi[j], _mm256_maddubs_epi16(hi, loadu256(q8 + 32)), sh); \
                 }                                                                          \
             }                                                                              \
             const __m128 dxm = _mm_setr_ps(dx, dx, dmx, dmx);                              \
-            for (int j = 0; j < ny; j++) {                                                 \
+            UNROLL_NY for (int j = 0; j < ny; j++) {                                                 \
                 const __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(sumi[j]),          \
                                                  _mm256_extracti128_si256(sumi[j], 1));    \
                 const __m128i mn4 = k4_min_dot(mins16, y[j][i].bsums);                     \
@@ -423,7 +428,7 @@ HOT __m128i k4_min_dot(__m128i mins16, const int16_t *bsums)
                 acc[j] = _mm_fmadd_ps(dd, _mm_cvtepi32_ps(sm), acc[j]);                    \
             }                                                                              \
         }                                                                                  \
-        for (int j = 0; j < ny; j++)                                                       \
+        UNROLL_NY for (int j = 0; j < ny; j++)                                                       \
             s[j] = _mm_cvtss_f32(acc[j]) - _mm_cvtss_f32(_mm_movehl_ps(acc[j], acc[j]));   \
     }
 
@@ -440,14 +445,14 @@ HOT void d256_q6_k_body(int64_t n, const void *vx, const void *vy, size_t ys, co
     const struct block_q6_K *x = vx;
     Y_ROWS(struct block_q8_K, y, vy, ys, ny);
     __m128 acc[BE_CPU_MAX_NY]; /* lane 0 */
-    for (int j = 0; j < ny; j++)
+    UNROLL_NY for (int j = 0; j < ny; j++)
         acc[j] = _mm_setzero_ps();
     const __m256i m4 = _mm256_set1_epi8(0x0f), m3 = _mm256_set1_epi8(3);
     for (int64_t i = 0; i < n / QK_K; i++) { /* hot */
         const int8_t *sc = x[i].scales;
         const __m256i sc16 = _mm256_cvtepi8_epi16(loadu128(sc));
         __m256i sumi[BE_CPU_MAX_NY];
-        for (int j = 0; j < ny; j++) /* the -32 offset: -32 * sum(sc[s] * bsums[s]) */
+        UNROLL_NY for (int j = 0; j < ny; j++) /* the -32 offset: -32 * sum(sc[s] * bsums[s]) */
             sumi[j] = _mm256_slli_epi32(_mm256_sub_epi32(_mm256_setzero_si256(),
                                                          _mm256_madd_epi16(sc16, loadu256(y[j][i].bsums))), 5);
         for (int h = 0; h < 2; h++) {
@@ -460,18 +465,18 @@ HOT void d256_q6_k_body(int64_t n, const void *vx, const void *vy, size_t ys, co
                 const __m256i w = _mm256_or_si256(l4, _mm256_slli_epi16(h2, 4));
                 const int sb = 8 * h + 2 * k;
                 const __m256i scv = scale_pair(sc[sb], sc[sb + 1]);
-                for (int j = 0; j < ny; j++) {
+                UNROLL_NY for (int j = 0; j < ny; j++) {
                     const __m256i p16 = _mm256_maddubs_epi16(w, loadu256(y[j][i].qs + 128 * h + 32 * k));
                     sumi[j] = dp_i16(sumi[j], p16, scv);
                 }
             }
         }
         const float dx = f16f(x[i].d);
-        for (int j = 0; j < ny; j++) /* canonical order: one exact S per super-block */
+        UNROLL_NY for (int j = 0; j < ny; j++) /* canonical order: one exact S per super-block */
             acc[j] = _mm_fmadd_ss(_mm_set_ss(dx * y[j][i].d), _mm_cvtsi32_ss(_mm_setzero_ps(), hsum256_epi32(sumi[j])),
                                   acc[j]);
     }
-    for (int j = 0; j < ny; j++)
+    UNROLL_NY for (int j = 0; j < ny; j++)
         s[j] = _mm_cvtss_f32(acc[j]);
 }
 DOT_ENTRY(d256_q6_k)
@@ -483,7 +488,7 @@ HOT void d256_q2_k_body(int64_t n, const void *vx, const void *vy, size_t ys, co
     const struct block_q2_K *x = vx;
     Y_ROWS(struct block_q8_K, y, vy, ys, ny);
     __m256 acc[BE_CPU_MAX_NY];
-    for (int j = 0; j < ny; j++)
+    UNROLL_NY for (int j = 0; j < ny; j++)
         acc[j] = _mm256_setzero_ps();
     const __m256i m3 = _mm256_set1_epi8(3);
     for (int64_t i = 0; i < n / QK_K; i++) { /* hot */
@@ -493,7 +498,7 @@ HOT void d256_q2_k_body(int64_t n, const void *vx, const void *vy, size_t ys, co
         for (int k = 0; k < 16; k++)
             sc[k] = x[i].scales[k] & 0x0f;
         __m256i sumi[BE_CPU_MAX_NY];
-        for (int j = 0; j < ny; j++)
+        UNROLL_NY for (int j = 0; j < ny; j++)
             sumi[j] = _mm256_setzero_si256();
         for (int h = 0; h < 2; h++) {
             const __m256i qv = loadu256(x[i].qs + 32 * h);
@@ -501,21 +506,21 @@ HOT void d256_q2_k_body(int64_t n, const void *vx, const void *vy, size_t ys, co
                 const __m256i w = _mm256_and_si256(_mm256_srli_epi16(qv, 2 * k), m3);
                 const int sb = 8 * h + 2 * k;
                 const __m256i scv = scale_pair(sc[sb], sc[sb + 1]);
-                for (int j = 0; j < ny; j++) {
+                UNROLL_NY for (int j = 0; j < ny; j++) {
                     const __m256i p16 = _mm256_maddubs_epi16(w, loadu256(y[j][i].qs + 128 * h + 32 * k));
                     sumi[j] = dp_i16(sumi[j], p16, scv);
                 }
             }
         }
         const float dx = f16f(x[i].d), dmx = f16f(x[i].dmin);
-        for (int j = 0; j < ny; j++) {
+        UNROLL_NY for (int j = 0; j < ny; j++) {
             const float yd = y[j][i].d;
             const __m256i mn = _mm256_madd_epi16(mins16, loadu256(y[j][i].bsums));
             acc[j] = _mm256_fmadd_ps(_mm256_set1_ps(dx * yd), _mm256_cvtepi32_ps(sumi[j]), acc[j]);
             acc[j] = _mm256_fmadd_ps(_mm256_set1_ps(-dmx * yd), _mm256_cvtepi32_ps(mn), acc[j]);
         }
     }
-    for (int j = 0; j < ny; j++)
+    UNROLL_NY for (int j = 0; j < ny; j++)
         s[j] = hsum256_ps(acc[j]);
 }
 DOT_ENTRY(d256_q2_k)
@@ -528,7 +533,7 @@ HOT void d256_q3_k_body(int64_t n, const void *vx, const void *vy, size_t ys, co
     const struct block_q3_K *x = vx;
     Y_ROWS(struct block_q8_K, y, vy, ys, ny);
     __m256 acc[BE_CPU_MAX_NY];
-    for (int j = 0; j < ny; j++)
+    UNROLL_NY for (int j = 0; j < ny; j++)
         acc[j] = _mm256_setzero_ps();
     const __m256i m3 = _mm256_set1_epi8(3), one = _mm256_set1_epi8(1);
     for (int64_t i = 0; i < n / QK_K; i++) { /* hot */
@@ -541,7 +546,7 @@ HOT void d256_q3_k_body(int64_t n, const void *vx, const void *vy, size_t ys, co
         }
         const __m256i sc16 = _mm256_cvtepi8_epi16(loadu128(sc));
         __m256i sumi[BE_CPU_MAX_NY];
-        for (int j = 0; j < ny; j++) /* the -4 offset: -4 * sum(sc[s] * bsums[s]) */
+        UNROLL_NY for (int j = 0; j < ny; j++) /* the -4 offset: -4 * sum(sc[s] * bsums[s]) */
             sumi[j] = _mm256_slli_epi32(_mm256_sub_epi32(_mm256_setzero_si256(),
                                                          _mm256_madd_epi16(sc16, loadu256(y[j][i].bsums))), 2);
         const __m256i hm = loadu256(x[i].hmask);
@@ -553,17 +558,17 @@ HOT void d256_q3_k_body(int64_t n, const void *vx, const void *vy, size_t ys, co
                 const __m256i w = _mm256_or_si256(lo, _mm256_slli_epi16(hb, 2));
                 const int sb = 8 * h + 2 * k;
                 const __m256i scv = scale_pair(sc[sb], sc[sb + 1]);
-                for (int j = 0; j < ny; j++) {
+                UNROLL_NY for (int j = 0; j < ny; j++) {
                     const __m256i p16 = _mm256_maddubs_epi16(w, loadu256(y[j][i].qs + 128 * h + 32 * k));
                     sumi[j] = dp_i16(sumi[j], p16, scv);
                 }
             }
         }
         const float dx = f16f(x[i].d);
-        for (int j = 0; j < ny; j++)
+        UNROLL_NY for (int j = 0; j < ny; j++)
             acc[j] = _mm256_fmadd_ps(_mm256_set1_ps(dx * y[j][i].d), _mm256_cvtepi32_ps(sumi[j]), acc[j]);
     }
-    for (int j = 0; j < ny; j++)
+    UNROLL_NY for (int j = 0; j < ny; j++)
         s[j] = hsum256_ps(acc[j]);
 }
 DOT_ENTRY(d256_q3_k)
@@ -575,12 +580,12 @@ HOT void d256_iq4_xs_body(int64_t n, const void *vx, const void *vy, size_t ys, 
     const struct block_iq4_xs *x = vx;
     Y_ROWS(struct block_q8_K, y, vy, ys, ny);
     __m256 acc[BE_CPU_MAX_NY];
-    for (int j = 0; j < ny; j++)
+    UNROLL_NY for (int j = 0; j < ny; j++)
         acc[j] = _mm256_setzero_ps();
     const __m256i tbl = _mm256_broadcastsi128_si256(loadu128(be_iq4nl_values));
     for (int64_t i = 0; i < n / QK_K; i++) { /* hot */
         __m256i sumi[BE_CPU_MAX_NY];
-        for (int j = 0; j < ny; j++)
+        UNROLL_NY for (int j = 0; j < ny; j++)
             sumi[j] = _mm256_setzero_si256();
         for (int ib = 0; ib < 8; ib++) {
             const int ls = (((x[i].scales_l[ib / 2] >> (4 * (ib % 2))) & 0x0f) |
@@ -588,16 +593,16 @@ HOT void d256_iq4_xs_body(int64_t n, const void *vx, const void *vy, size_t ys, 
             const __m256i w = _mm256_shuffle_epi8(tbl, nibbles32(x[i].qs + 16 * ib));
             const __m256i aw = _mm256_sign_epi8(w, w);
             const __m256i scv = _mm256_set1_epi16((short)ls);
-            for (int j = 0; j < ny; j++) {
+            UNROLL_NY for (int j = 0; j < ny; j++) {
                 const __m256i sy = _mm256_sign_epi8(loadu256(y[j][i].qs + 32 * ib), w);
                 sumi[j] = dp_i16(sumi[j], _mm256_maddubs_epi16(aw, sy), scv);
             }
         }
         const float dx = f16f(x[i].d);
-        for (int j = 0; j < ny; j++)
+        UNROLL_NY for (int j = 0; j < ny; j++)
             acc[j] = _mm256_fmadd_ps(_mm256_set1_ps(dx * y[j][i].d), _mm256_cvtepi32_ps(sumi[j]), acc[j]);
     }
-    for (int j = 0; j < ny; j++)
+    UNROLL_NY for (int j = 0; j < ny; j++)
         s[j] = hsum256_ps(acc[j]);
 }
 DOT_ENTRY(d256_iq4_xs)

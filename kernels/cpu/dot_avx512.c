@@ -12,7 +12,7 @@
  * int16 multiply-adds become vpdpbusd / vpdpwssd and BF16 uses vdpbf16ps;
  * that table is be_cpu__dot_avx512vnni_fill(), this one
  * be_cpu__dot_avx512_fill(). The VNNI level also has the prefill GEMM of
- * Q4_K, Q5_K and Q6_K on packed 16-row panels (impl.h's be_cpu_gemm): one
+ * Q4_K, Q5_K, Q6_K and Q8_0 on packed 16-row panels (impl.h's be_cpu_gemm): one
  * vpdpbusd there does 4 values of 16 rows, where the dot kernels need a
  * vpmaddubsw and a vpdpwssd for 2 values of 16 lanes of one row.
  *
@@ -119,13 +119,13 @@ HOT __m512 bf16x16(const be_bf16_t *p, __mmask16 m)
         const T *x = vx;                                                                   \
         Y_ROWS(T, y, vy, ys, ny);                                                          \
         __m512 a0[BE_CPU_MAX_NY], a1[BE_CPU_MAX_NY];                                       \
-        for (int j = 0; j < ny; j++)                                                       \
+        UNROLL_NY for (int j = 0; j < ny; j++)                                                       \
             a0[j] = a1[j] = _mm512_setzero_ps();                                           \
         const __mmask16 all = 0xffff;                                                      \
         int64_t i = 0;                                                                     \
         for (; i + 32 <= n; i += 32) { /* hot */                                           \
             const __m512 x0 = LOAD16(x + i, all), x1 = LOAD16(x + i + 16, all);            \
-            for (int j = 0; j < ny; j++) {                                                 \
+            UNROLL_NY for (int j = 0; j < ny; j++) {                                                 \
                 a0[j] = _mm512_fmadd_ps(x0, LOAD16(y[j] + i, all), a0[j]);                 \
                 a1[j] = _mm512_fmadd_ps(x1, LOAD16(y[j] + i + 16, all), a1[j]);            \
             }                                                                              \
@@ -133,10 +133,10 @@ HOT __m512 bf16x16(const be_bf16_t *p, __mmask16 m)
         for (; i < n; i += 16) {                                                           \
             const __mmask16 m = n - i >= 16 ? all : (__mmask16)((1u << (n - i)) - 1);      \
             const __m512 x0 = LOAD16(x + i, m);                                            \
-            for (int j = 0; j < ny; j++)                                                   \
+            UNROLL_NY for (int j = 0; j < ny; j++)                                                   \
                 a0[j] = _mm512_fmadd_ps(x0, LOAD16(y[j] + i, m), a0[j]);                   \
         }                                                                                  \
-        for (int j = 0; j < ny; j++)                                                       \
+        UNROLL_NY for (int j = 0; j < ny; j++)                                                       \
             s[j] = _mm512_reduce_add_ps(_mm512_add_ps(a0[j], a1[j]));                      \
     }
 
@@ -158,13 +158,13 @@ HOT void d512_bf16_body(int64_t n, const void *vx, const void *vy, size_t ys, co
     const be_bf16_t *x = vx;
     Y_ROWS(be_bf16_t, y, vy, ys, ny);
     __m512 a0[BE_CPU_MAX_NY], a1[BE_CPU_MAX_NY];
-    for (int j = 0; j < ny; j++)
+    UNROLL_NY for (int j = 0; j < ny; j++)
         a0[j] = a1[j] = _mm512_setzero_ps();
     const __mmask32 all = 0xffffffffu;
     int64_t i = 0;
     for (; i + 64 <= n; i += 64) { /* hot */
         const __m512bh x0 = bf16x32(x + i, all), x1 = bf16x32(x + i + 32, all);
-        for (int j = 0; j < ny; j++) {
+        UNROLL_NY for (int j = 0; j < ny; j++) {
             a0[j] = _mm512_dpbf16_ps(a0[j], x0, bf16x32(y[j] + i, all));
             a1[j] = _mm512_dpbf16_ps(a1[j], x1, bf16x32(y[j] + i + 32, all));
         }
@@ -172,16 +172,28 @@ HOT void d512_bf16_body(int64_t n, const void *vx, const void *vy, size_t ys, co
     for (; i < n; i += 32) {
         const __mmask32 m = n - i >= 32 ? all : (__mmask32)((1u << (n - i)) - 1);
         const __m512bh x0 = bf16x32(x + i, m);
-        for (int j = 0; j < ny; j++)
+        UNROLL_NY for (int j = 0; j < ny; j++)
             a0[j] = _mm512_dpbf16_ps(a0[j], x0, bf16x32(y[j] + i, m));
     }
-    for (int j = 0; j < ny; j++)
+    UNROLL_NY for (int j = 0; j < ny; j++)
         s[j] = _mm512_reduce_add_ps(_mm512_add_ps(a0[j], a1[j]));
 }
 #else
 FLOAT512_BODY(d512_bf16, be_bf16_t, bf16x16)
 #endif
 DOT_ENTRY(d512_bf16)
+
+/* The sum of 16 floats in one fixed tree (GCC's _mm512_reduce_add_ps):
+ * halves of 8, then of 4, then lanes {0,2} and {1,3}, then those two. The
+ * Q8_0 GEMM repeats it lane by lane, so it is spelled out here rather than
+ * left to the compiler's intrinsic. */
+HOT float hsum512_tree(__m512 a)
+{
+    const __m256 t3 = _mm256_add_ps(_mm512_extractf32x8_ps(a, 1), _mm512_castps512_ps256(a));
+    const __m128 t6 = _mm_add_ps(_mm256_extractf128_ps(t3, 1), _mm256_castps256_ps128(t3));
+    const __m128 t8 = _mm_add_ps(t6, _mm_shuffle_ps(t6, t6, 0x4e));
+    return _mm_cvtss_f32(_mm_add_ss(t8, _mm_movehdup_ps(t8)));
+}
 
 /* ---- signed 32-value blocks against Q8_0, two blocks per zmm ---- */
 
@@ -197,7 +209,7 @@ HOT __m256i unpack_q8_0(const struct block_q8_0 *b)
         const BT *x = vx;                                                                  \
         Y_ROWS(struct block_q8_0, y, vy, ys, ny);                                          \
         __m512 acc[BE_CPU_MAX_NY];                                                         \
-        for (int j = 0; j < ny; j++)                                                       \
+        UNROLL_NY for (int j = 0; j < ny; j++)                                                       \
             acc[j] = _mm512_setzero_ps();                                                  \
         const int64_t nb = n / 32;                                                         \
         int64_t i = 0;                                                                     \
@@ -206,7 +218,7 @@ HOT __m256i unpack_q8_0(const struct block_q8_0 *b)
             const __m512i aw = _mm512_abs_epi8(w);                                         \
             const __mmask64 neg = _mm512_movepi8_mask(w);                                  \
             const float d0 = f16f(x[i].d), d1 = f16f(x[i + 1].d);                          \
-            for (int j = 0; j < ny; j++) {                                                 \
+            UNROLL_NY for (int j = 0; j < ny; j++) {                                                 \
                 __m512i yv = cat256(loadu256(y[j][i].qs), loadu256(y[j][i + 1].qs));       \
                 yv = _mm512_mask_sub_epi8(yv, neg, _mm512_setzero_si512(), yv);            \
                 const __m512i p = dp512_u8s8(_mm512_setzero_si512(), aw, yv);              \
@@ -217,8 +229,8 @@ HOT __m256i unpack_q8_0(const struct block_q8_0 *b)
         float t[BE_CPU_MAX_NY] = {0};                                                      \
         if (i < nb)                                                                        \
             TAIL##_body(32, &x[i], &y[0][i], ys, ny, t);                                   \
-        for (int j = 0; j < ny; j++)                                                       \
-            s[j] = _mm512_reduce_add_ps(acc[j]) + t[j];                                    \
+        UNROLL_NY for (int j = 0; j < ny; j++)                                                       \
+            s[j] = hsum512_tree(acc[j]) + t[j];                                            \
     }
 
 SIGNED32_512_BODY(d512_q8_0, struct block_q8_0, unpack_q8_0, d256_q8_0)
@@ -240,7 +252,7 @@ HOT void d512_q6_k_body(int64_t n, const void *vx, const void *vy, size_t ys, co
     const struct block_q6_K *x = vx;
     Y_ROWS(struct block_q8_K, y, vy, ys, ny);
     __m128 acc[BE_CPU_MAX_NY]; /* lane 0, in the K-quant canonical order */
-    for (int j = 0; j < ny; j++)
+    UNROLL_NY for (int j = 0; j < ny; j++)
         acc[j] = _mm_setzero_ps();
     const __m512i m4 = _mm512_set1_epi8(0x0f), m3 = _mm512_set1_epi8(3);
     /* int16 lane l of a zmm of 64 values belongs to sub-block l / 8. */
@@ -251,7 +263,7 @@ HOT void d512_q6_k_body(int64_t n, const void *vx, const void *vy, size_t ys, co
         const __m256i sc16 = _mm256_cvtepi8_epi16(loadu128(x[i].scales));
         const __m512i sc512 = _mm512_castsi256_si512(sc16);
         __m512i sumi[BE_CPU_MAX_NY];
-        for (int j = 0; j < ny; j++) { /* the -32 offset: -32 * sum(sc[s] * bsums[s]) */
+        UNROLL_NY for (int j = 0; j < ny; j++) { /* the -32 offset: -32 * sum(sc[s] * bsums[s]) */
             const __m256i off = _mm256_madd_epi16(sc16, loadu256(y[j][i].bsums));
             sumi[j] = _mm512_zextsi256_si512(_mm256_slli_epi32(_mm256_sub_epi32(_mm256_setzero_si256(), off), 5));
         }
@@ -265,18 +277,18 @@ HOT void d512_q6_k_body(int64_t n, const void *vx, const void *vy, size_t ys, co
                                                _mm512_slli_epi16(_mm512_and_si512(_mm512_srli_epi16(qh2, 4), m3), 4));
             const __m512i sa = _mm512_permutexvar_epi16(_mm512_add_epi16(sub_idx, _mm512_set1_epi16((short)(8 * h))), sc512);
             const __m512i sb = _mm512_permutexvar_epi16(_mm512_add_epi16(sub_idx, _mm512_set1_epi16((short)(8 * h + 4))), sc512);
-            for (int j = 0; j < ny; j++) {
+            UNROLL_NY for (int j = 0; j < ny; j++) {
                 const int8_t *q8 = y[j][i].qs + 128 * h;
                 sumi[j] = dp512_i16(sumi[j], _mm512_maddubs_epi16(wa, _mm512_loadu_si512(q8)), sa);
                 sumi[j] = dp512_i16(sumi[j], _mm512_maddubs_epi16(wb, _mm512_loadu_si512(q8 + 64)), sb);
             }
         }
         const float dx = f16f(x[i].d);
-        for (int j = 0; j < ny; j++)
+        UNROLL_NY for (int j = 0; j < ny; j++)
             acc[j] = _mm_fmadd_ss(_mm_set_ss(dx * y[j][i].d),
                                   _mm_cvtsi32_ss(_mm_setzero_ps(), _mm512_reduce_add_epi32(sumi[j])), acc[j]);
     }
-    for (int j = 0; j < ny; j++)
+    UNROLL_NY for (int j = 0; j < ny; j++)
         s[j] = _mm_cvtss_f32(acc[j]);
 }
 DOT_ENTRY(d512_q6_k)
@@ -341,68 +353,73 @@ HOT void tr16x16(__m512i r[16])
     }
 }
 
-/* The value bytes of one super-block of a panel from tmp[16][256], the 16
- * rows' values in order (64-byte aligned). */
-HOT void kp_values_store(uint8_t *p, const uint8_t *tmp)
+/* The value bytes of one 64-value chunk c of a super-block of a panel from
+ * v[r], row r's 64 values of the chunk. The rows are decoded straight into
+ * registers: going through a row buffer in memory made every 64-byte
+ * reload of two 32-byte stores miss store forwarding. */
+HOT void kp_chunk_store(uint8_t *p, int c, __m512i v[16])
 {
+    tr16x16(v);
     UNROLL
-    for (int c = 0; c < 4; c++) {
-        __m512i v[16];
-        UNROLL
-        for (int r = 0; r < 16; r++)
-            v[r] = _mm512_load_si512(tmp + 256 * r + 64 * c);
-        tr16x16(v);
-        UNROLL
-        for (int m = 0; m < 16; m++)
-            _mm512_store_si512(p + 64 * (16 * c + m), v[m]);
-    }
+    for (int m = 0; m < 16; m++)
+        _mm512_store_si512(p + 64 * (16 * c + m), v[m]);
 }
 
-/* Q4_K (HAS_QH 0) and Q5_K (HAS_QH 1) rows into a panel: the scales of 16
+/* 32 bytes of nibbles -> 64 values 0..15: the low nibbles, then the high. */
+HOT __m512i kp_nibbles64(const uint8_t *qs)
+{
+    const __m512i b = _mm512_broadcast_i64x4(loadu256(qs));
+    return _mm512_and_si512(_mm512_mask_srli_epi16(b, (__mmask32)0xffff0000u, b, 4), _mm512_set1_epi8(0x0f));
+}
+
+/* Q4_K (HAS_QH 0) and Q5_K (HAS_QH 1) rows into a panel: chunk c of a
+ * super-block is qs[32c..32c+31] (low nibbles: values 64c.., high: 64c+32..)
+ * with Q5_K's fifth bits 2c (low) and 2c+1 (high) of qh; the scales of 16
  * rows are decoded together, lane r from row r's 12 scale bytes. */
 #define K4_PACK(name, BT, HAS_QH)                                                          \
     static void name(const void *vw, size_t wrow, int n_rows, int64_t n, void *vdst)       \
     {                                                                                      \
         const int64_t nb = n / QK_K;                                                       \
         uint8_t *dst = vdst;                                                               \
-        const __m256i m4 = _mm256_set1_epi8(0x0f), one = _mm256_set1_epi8(1);              \
-        _Alignas(64) uint8_t tmp[16][QK_K];                                                \
         _Alignas(64) uint32_t raw[3][16];                                                  \
         for (int64_t i = 0; i < nb; i++) {                                                 \
             uint8_t *p = dst + i * KP_SB(8);                                               \
             float *dp = (float *)(void *)(p + KP_Q + 64 * 8 + 512);                        \
+            const BT *x[16];                                                               \
             for (int r = 0; r < 16; r++) {                                                 \
                 if (r >= n_rows) {                                                         \
-                    memset(tmp[r], 0, QK_K);                                               \
                     raw[0][r] = raw[1][r] = raw[2][r] = 0;                                 \
                     dp[r] = dp[16 + r] = 0.0f;                                             \
                     continue;                                                              \
                 }                                                                          \
-                const BT *x = (const BT *)(const void *)((const uint8_t *)vw + (size_t)r * wrow) + i; \
-                memcpy(&raw[0][r], x->scales, 4);                                          \
-                memcpy(&raw[1][r], x->scales + 4, 4);                                      \
-                memcpy(&raw[2][r], x->scales + 8, 4);                                      \
-                dp[r] = f16f(x->d);                                                        \
-                dp[16 + r] = f16f(x->dmin);                                                \
-                __m256i hv = _mm256_setzero_si256();                                       \
-                if (HAS_QH)                                                                \
-                    hv = loadu256(((const struct block_q5_K *)(const void *)x)->qh);       \
-                UNROLL                                                                     \
-                for (int q = 0; q < 4; q++) {                                              \
-                    const __m256i b = loadu256(x->qs + 32 * q);                            \
-                    __m256i lo = _mm256_and_si256(b, m4);                                  \
-                    __m256i hi = _mm256_and_si256(_mm256_srli_epi16(b, 4), m4);            \
-                    if (HAS_QH) {                                                          \
-                        lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(hv, one), 4)); \
-                        hv = _mm256_srli_epi16(hv, 1);                                     \
-                        hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(hv, one), 4)); \
-                        hv = _mm256_srli_epi16(hv, 1);                                     \
-                    }                                                                      \
-                    _mm256_store_si256((__m256i *)(void *)(tmp[r] + 64 * q), lo);          \
-                    _mm256_store_si256((__m256i *)(void *)(tmp[r] + 64 * q + 32), hi);     \
-                }                                                                          \
+                x[r] = (const BT *)(const void *)((const uint8_t *)vw + (size_t)r * wrow) + i; \
+                memcpy(&raw[0][r], x[r]->scales, 4);                                       \
+                memcpy(&raw[1][r], x[r]->scales + 4, 4);                                   \
+                memcpy(&raw[2][r], x[r]->scales + 8, 4);                                   \
+                dp[r] = f16f(x[r]->d);                                                     \
+                dp[16 + r] = f16f(x[r]->dmin);                                             \
             }                                                                              \
-            kp_values_store(p, &tmp[0][0]);                                                \
+            UNROLL                                                                         \
+            for (int c = 0; c < 4; c++) {                                                  \
+                __m512i v[16];                                                             \
+                UNROLL                                                                     \
+                for (int r = 0; r < 16; r++) {                                             \
+                    if (r >= n_rows) {                                                     \
+                        v[r] = _mm512_setzero_si512();                                     \
+                        continue;                                                          \
+                    }                                                                      \
+                    v[r] = kp_nibbles64(x[r]->qs + 32 * c);                                \
+                    if (HAS_QH) {                                                          \
+                        const __m512i hb = _mm512_broadcast_i64x4(                         \
+                            loadu256(((const struct block_q5_K *)(const void *)x[r])->qh)); \
+                        const __m512i cnt = _mm512_inserti64x4(_mm512_set1_epi16((short)(2 * c)), \
+                                                               _mm256_set1_epi16((short)(2 * c + 1)), 1); \
+                        const __m512i hbit = _mm512_and_si512(_mm512_srlv_epi16(hb, cnt), _mm512_set1_epi8(1)); \
+                        v[r] = _mm512_or_si512(v[r], _mm512_slli_epi16(hbit, 4));          \
+                    }                                                                      \
+                }                                                                          \
+                kp_chunk_store(p, c, v);                                                   \
+            }                                                                              \
             kp_k4_scales_store(p, raw);                                                    \
         }                                                                                  \
     }
@@ -437,43 +454,51 @@ HOT void kp_k4_scales_store(uint8_t *p, uint32_t raw[3][16])
 K4_PACK(kp_pack_q4_k, struct block_q4_K, 0)
 K4_PACK(kp_pack_q5_k, struct block_q5_K, 1)
 
+/* Q6_K rows into a panel: chunk c of a super-block is half h = c / 2 of
+ * the block, ql[64h..64h+63] (low nibbles for even c, high for odd) with the
+ * 2-bit highs from qh[32h..32h+31] at bits 4 (c & 1) and 4 (c & 1) + 2. */
 static void kp_pack_q6_k(const void *vw, size_t wrow, int n_rows, int64_t n, void *vdst)
 {
     const int64_t nb = n / QK_K;
     uint8_t *dst = vdst;
-    const __m256i m4 = _mm256_set1_epi8(0x0f), m3 = _mm256_set1_epi8(3);
-    _Alignas(64) uint8_t tmp[16][QK_K];
+    const __m512i m4 = _mm512_set1_epi8(0x0f), m3 = _mm512_set1_epi8(3);
     for (int64_t i = 0; i < nb; i++) {
         uint8_t *p = dst + i * KP_SB(16);
         float *dp = (float *)(void *)(p + KP_Q + 64 * 16 + 512);
         __m512i sc[16];
+        const struct block_q6_K *x[16];
         for (int r = 0; r < 16; r++) {
             if (r >= n_rows) {
-                memset(tmp[r], 0, QK_K);
                 sc[r] = _mm512_setzero_si512();
                 dp[r] = dp[16 + r] = 0.0f;
                 continue;
             }
-            const struct block_q6_K *x =
-                (const struct block_q6_K *)(const void *)((const uint8_t *)vw + (size_t)r * wrow) + i;
-            sc[r] = _mm512_cvtepi8_epi32(loadu128(x->scales));
-            dp[r] = f16f(x->d);
+            x[r] = (const struct block_q6_K *)(const void *)((const uint8_t *)vw + (size_t)r * wrow) + i;
+            sc[r] = _mm512_cvtepi8_epi32(loadu128(x[r]->scales));
+            dp[r] = f16f(x[r]->d);
             dp[16 + r] = 0.0f;
-            UNROLL
-            for (int h = 0; h < 2; h++) {
-                const __m256i qa = loadu256(x->ql + 64 * h), qb = loadu256(x->ql + 64 * h + 32);
-                const __m256i qh = loadu256(x->qh + 32 * h);
-                UNROLL
-                for (int k = 0; k < 4; k++) {
-                    const __m256i l4 = _mm256_and_si256(k < 2 ? (k == 0 ? qa : qb)
-                                                              : _mm256_srli_epi16(k == 2 ? qa : qb, 4), m4);
-                    const __m256i h2 = _mm256_and_si256(_mm256_srli_epi16(qh, 2 * k), m3);
-                    _mm256_store_si256((__m256i *)(void *)(tmp[r] + 128 * h + 32 * k),
-                                       _mm256_or_si256(l4, _mm256_slli_epi16(h2, 4)));
-                }
-            }
         }
-        kp_values_store(p, &tmp[0][0]);
+        UNROLL
+        for (int c = 0; c < 4; c++) {
+            const int h = c >> 1, odd = c & 1;
+            __m512i v[16];
+            UNROLL
+            for (int r = 0; r < 16; r++) {
+                if (r >= n_rows) {
+                    v[r] = _mm512_setzero_si512();
+                    continue;
+                }
+                __m512i q = _mm512_loadu_si512(x[r]->ql + 64 * h);
+                __m512i hb = _mm512_broadcast_i64x4(loadu256(x[r]->qh + 32 * h));
+                if (odd) {
+                    q = _mm512_srli_epi16(q, 4);
+                    hb = _mm512_srli_epi16(hb, 4);
+                }
+                const __m512i h2 = _mm512_and_si512(_mm512_mask_srli_epi16(hb, (__mmask32)0xffff0000u, hb, 2), m3);
+                v[r] = _mm512_or_si512(_mm512_and_si512(q, m4), _mm512_slli_epi16(h2, 4));
+            }
+            kp_chunk_store(p, c, v);
+        }
         tr16x16(sc); /* sc[s] lane r: scale s of row r */
         uint8_t *scp = p + KP_Q, *cmp = p + KP_Q + 64 * 16;
         const __m512i lo16 = _mm512_set1_epi32(0xffff);
@@ -581,6 +606,128 @@ HOT void kgemm_body(int64_t n, const uint8_t *pk, const void *vy, size_t ys, con
 
 KGEMM_ENTRY(kgemm_k4, 8)
 KGEMM_ENTRY(kgemm_k6, 16)
+
+/* ---- Q8_0 GEMM on packed panels ----
+ *
+ * The dot kernel above (d512_q8_0) keeps 16 float lanes per (row, token):
+ * lane l of block pair q accumulates fma(d_b * dy_b, p, acc) with p the
+ * exact sum of the 4 products of group l (l < 8: block 2q, bytes 4l..4l+3;
+ * l >= 8: block 2q+1), and the 16 lanes are summed by hsum512_tree at the
+ * end, plus an odd last block through the 256-bit body. The GEMM keeps the
+ * same 16 partial sums, as 16 registers whose lanes are the panel's 16 rows,
+ * so each (row, token) sees the same float steps and the same tree: the
+ * same bits as dot[Q8_0] at any n_y.
+ *
+ * vpdpbusd multiplies unsigned by signed bytes, so the panel stores the
+ * weights plus 128 (w ^ 0x80) and each group's sum starts at
+ * -128 * (sum of its 4 activation bytes), computed once per token and
+ * panel: the integer p is exact either way.
+ *
+ * Layout, per pair of blocks (1152 bytes = 2 x bytes_per_blk):
+ *   uint8_t q[16][16][4]   group l of row r at q[l][r] (w ^ 0x80)
+ *   float   d[2][16]       the two blocks' scales of each row
+ * then for an odd block count the last block of each row as it is
+ * (16 x 34 bytes). */
+#define Q8P_PAIR 1152
+
+static void kp_pack_q8_0(const void *vw, size_t wrow, int n_rows, int64_t n, void *vdst)
+{
+    const int64_t nb = n / 32, np2 = nb / 2;
+    uint8_t *dst = vdst;
+    const __m512i flip = _mm512_set1_epi8((char)0x80);
+    for (int64_t q = 0; q < np2; q++) {
+        uint8_t *p = dst + q * Q8P_PAIR;
+        float *dp = (float *)(void *)(p + 1024);
+        __m512i v[16];
+        UNROLL
+        for (int r = 0; r < 16; r++) {
+            if (r >= n_rows) {
+                v[r] = _mm512_setzero_si512();
+                dp[r] = dp[16 + r] = 0.0f;
+                continue;
+            }
+            const struct block_q8_0 *x =
+                (const struct block_q8_0 *)(const void *)((const uint8_t *)vw + (size_t)r * wrow) + 2 * q;
+            v[r] = _mm512_xor_si512(cat256(loadu256(x[0].qs), loadu256(x[1].qs)), flip);
+            dp[r] = f16f(x[0].d);
+            dp[16 + r] = f16f(x[1].d);
+        }
+        tr16x16(v);
+        UNROLL
+        for (int m = 0; m < 16; m++)
+            _mm512_store_si512(p + 64 * m, v[m]);
+    }
+    if (nb & 1) {
+        uint8_t *t = dst + np2 * Q8P_PAIR;
+        for (int r = 0; r < 16; r++) {
+            if (r < n_rows)
+                memcpy(t + 34 * r, (const uint8_t *)vw + (size_t)r * wrow + (size_t)(nb - 1) * 34, 34);
+            else
+                memset(t + 34 * r, 0, 34);
+        }
+    }
+}
+
+/* One panel against one token row y: out[r] for the 16 rows. negc is
+ * scratch for n / 4 int32. hot */
+HOT void q8gemm_one(int64_t n, const uint8_t *pk, const struct block_q8_0 *y, int32_t *negc,
+                    __m512 *out)
+{
+    const int64_t nb = n / 32, np2 = nb / 2;
+    const __m512i k128 = _mm512_set1_epi8((char)0x80);
+    for (int64_t q = 0; q < np2; q++) { /* -128 * (sum of each group's 4 bytes) */
+        const __m512i yv = cat256(loadu256(y[2 * q].qs), loadu256(y[2 * q + 1].qs));
+        const __m512i c = _mm512_dpbusd_epi32(_mm512_setzero_si512(), k128, yv);
+        _mm512_storeu_si512(negc + 16 * q, _mm512_sub_epi32(_mm512_setzero_si512(), c));
+    }
+    __m512 acc[16];
+    UNROLL
+    for (int l = 0; l < 16; l++)
+        acc[l] = _mm512_setzero_ps();
+    for (int64_t q = 0; q < np2; q++) { /* hot */
+        const uint8_t *p = pk + q * Q8P_PAIR;
+        const float *dp = (const float *)(const void *)(p + 1024);
+        const __m512 s0 = _mm512_mul_ps(_mm512_load_ps(dp), _mm512_set1_ps(f16f(y[2 * q].d)));
+        const __m512 s1 = _mm512_mul_ps(_mm512_load_ps(dp + 16), _mm512_set1_ps(f16f(y[2 * q + 1].d)));
+        UNROLL
+        for (int l = 0; l < 16; l++) {
+            const int8_t *yq = l < 8 ? y[2 * q].qs + 4 * l : y[2 * q + 1].qs + 4 * (l - 8);
+            const __m512i pi = _mm512_dpbusd_epi32(_mm512_set1_epi32(negc[16 * q + l]),
+                                                   _mm512_load_si512(p + 64 * l), _mm512_set1_epi32(ld32(yq)));
+            acc[l] = _mm512_fmadd_ps(l < 8 ? s0 : s1, _mm512_cvtepi32_ps(pi), acc[l]);
+        }
+    }
+    /* hsum512_tree, lane by lane */
+    __m512 t3[8], t6[4];
+    UNROLL
+    for (int i = 0; i < 8; i++)
+        t3[i] = _mm512_add_ps(acc[8 + i], acc[i]);
+    UNROLL
+    for (int i = 0; i < 4; i++)
+        t6[i] = _mm512_add_ps(t3[4 + i], t3[i]);
+    *out = _mm512_add_ps(_mm512_add_ps(t6[0], t6[2]), _mm512_add_ps(t6[1], t6[3]));
+}
+
+static void q8gemm(int64_t n, const void *vpk, const void *vy, size_t ys, int n_y, float *s, size_t ss,
+                   int n_rows)
+{
+    const int64_t nb = n / 32;
+    const uint8_t *pk = vpk;
+    int32_t negc[n / 4 + 16];
+    const __mmask16 m = n_rows >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << n_rows) - 1);
+    for (int t = 0; t < n_y; t++) {
+        const struct block_q8_0 *y = (const struct block_q8_0 *)(const void *)((const uint8_t *)vy + (size_t)t * ys);
+        __m512 r;
+        q8gemm_one(n, pk, y, negc, &r);
+        _Alignas(64) float tail[16] = {0};
+        if (nb & 1) {
+            const uint8_t *tb = pk + (nb / 2) * Q8P_PAIR;
+            for (int i = 0; i < n_rows; i++)
+                d256_q8_0_body(32, tb + 34 * i, &y[nb - 1], ys, 1, &tail[i]);
+        }
+        _mm512_mask_storeu_ps(s + (size_t)t * ss, m, _mm512_add_ps(r, _mm512_load_ps(tail)));
+    }
+}
 #endif /* DOT_VNNI */
 
 /* ---- table ---- */
@@ -600,6 +747,7 @@ void DOT512_FILL(struct be_cpu_kernels *k)
     k->gemm[BE_TYPE_Q4_K] = (struct be_cpu_gemm){kp_pack_q4_k, kgemm_k4, KP_SB(8)};
     k->gemm[BE_TYPE_Q5_K] = (struct be_cpu_gemm){kp_pack_q5_k, kgemm_k4, KP_SB(8)};
     k->gemm[BE_TYPE_Q6_K] = (struct be_cpu_gemm){kp_pack_q6_k, kgemm_k6, KP_SB(16)};
+    k->gemm[BE_TYPE_Q8_0] = (struct be_cpu_gemm){kp_pack_q8_0, q8gemm, Q8P_PAIR / 2};
     /* Measured (Zen 4): IQ4_XS and Q3_K run slower with vpdpwssd, whose
      * latency chains their scaled sums; they keep the AVX-512 level's. */
     k->dot[BE_TYPE_IQ4_XS] = NULL;
