@@ -931,6 +931,7 @@ static int setup_prediction(struct engine *e, struct fwd_params *fp, char *err, 
     fp->lookahead = e->lookahead;
     fp->k_pred = (uint32_t)p->k_pred;
     fp->pregate = p->trace_routing != NULL;
+    fp->pregate_input = p->pregate_input;
     e->tok_seq = calloc((size_t)p->batch_tokens, sizeof *e->tok_seq);
     if (!e->tok_seq)
         return -ENOMEM;

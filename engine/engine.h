@@ -68,6 +68,7 @@ struct eng_params {
     const char *predictor;
     int32_t lookahead;      /* layers ahead predicted and scored (0 = 2) */
     int32_t prefetch_depth; /* layers ahead prefetched (0 = 1; at most lookahead) */
+    bool pregate_input;     /* pre-gate on a layer's input instead of after its attention */
     int32_t k_pred;         /* experts predicted per future layer (0 = the router's k) */
     double prefetch_budget; /* share of the expert cache one step may prefetch (0 = 0.25) */
     const char *trace_routing; /* file: every token's routing and pre-gating (NULL = none) */

@@ -463,8 +463,9 @@ static void top_m(const float *x, int64_t n, uint32_t m, int32_t *ids)
         ids[c] = -1;
 }
 
-/* At layer il (x: the residual stream after its attention): the routers of
- * layers il+1 .. il+D on x, each after its own FFN norm. */
+/* At layer il (x: the residual stream after its attention, or its input
+ * with pregate_input): the routers of layers il+1 .. il+D on x, each after
+ * its own FFN norm. */
 static void pregate(struct fwd *f, uint32_t il, int64_t n)
 {
     const struct model *m = f->m;
@@ -684,7 +685,7 @@ static void moe_ffn(struct fwd *f, uint32_t il, int64_t n)
         }
         if (f->p.score && f->predicting)
             score_layer(f, il, n);
-        if (f->D && (f->p.pregate || (f->p.pred && f->p.pred_mode != PRED_MODE_PATH)))
+        if (f->D && !f->p.pregate_input && (f->p.pregate || (f->p.pred && f->p.pred_mode != PRED_MODE_PATH)))
             pregate(f, il, n);
         if (f->predicting && !f->p.xs)
             predict_prefetch(f, il, n);
@@ -801,6 +802,9 @@ int fwd_decode(struct fwd *f, const struct fwd_batch *b, float *logits)
     ops->get_rows(f->be, f->x, m->tok_embd.data, m->tok_embd.type, E, b->tok, n);
     for (uint32_t il = 0; il < hp->n_layer; il++) {
         const struct model_layer *L = &m->layers[il];
+        if (f->ids_all && f->D && f->p.pregate_input && L->moe &&
+            (f->p.pregate || (f->p.pred && f->p.pred_mode != PRED_MODE_PATH)))
+            pregate(f, il, n); /* on the layer's input, one attention earlier */
         attention_block(f, il, b);
         ops->rmsnorm(f->be, f->xn, f->x, L->ffn_norm.data, E, n, hp->eps);
         if (L->moe)

@@ -50,6 +50,7 @@ struct fwd_params {
     size_t prefetch_bytes;        /* prefetch budget per layer and step (0 = unlimited) */
     uint32_t prefetch_depth;      /* distances prefetched (<= lookahead; further ones are only scored) */
     bool pregate;                 /* compute pre-gating (implied by pred in pregate/combined mode) */
+    bool pregate_input;           /* pre-gate on layer L's input instead of after its attention */
     struct trace_writer *trace;   /* borrowed: each token's routing and pre-gating */
 };
 

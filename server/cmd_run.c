@@ -340,7 +340,7 @@ int srv_cmd_run(int argc, char **argv)
     rp.sample.temperature = 0.8f;
     ep.parallel = 1;
     enum { O_TEMP = 256, O_SEED, O_TOPK, O_TOPP, O_MINP, O_REP, O_STATS, O_KV, O_NOPC, O_IGN, O_NOSP,
-           O_CHAT, O_TMPL, O_KW, O_XC, O_HC, O_IO, O_XFORCE, O_PRED, O_LA, O_KP, O_PFB, O_PFD, O_TRACE,
+           O_CHAT, O_TMPL, O_KW, O_XC, O_HC, O_IO, O_XFORCE, O_PRED, O_LA, O_KP, O_PFB, O_PFD, O_PGI, O_TRACE,
            O_SCHED, O_MAXSKIP, O_STEPSEQS, O_UNSUP };
     static const struct option lo[] = {
         {"model", 1, 0, 'm'}, {"prompt", 1, 0, 'p'}, {"n-predict", 1, 0, 'n'},
@@ -353,6 +353,7 @@ int srv_cmd_run(int argc, char **argv)
         {"expert-cache", 1, 0, O_XC}, {"host-cache", 1, 0, O_HC}, {"cpu-experts", 1, 0, O_UNSUP},
         {"io", 1, 0, O_IO}, {"expert-store-always", 0, 0, O_XFORCE}, {"predictor", 1, 0, O_PRED}, {"lookahead", 1, 0, O_LA},
         {"k-pred", 1, 0, O_KP}, {"prefetch-budget", 1, 0, O_PFB}, {"prefetch-depth", 1, 0, O_PFD},
+        {"pregate-at", 1, 0, O_PGI},
         {"sched", 1, 0, O_SCHED}, {"max-skip", 1, 0, O_MAXSKIP}, {"step-seqs", 1, 0, O_STEPSEQS},
         {"trace-routing", 1, 0, O_TRACE},
         {0, 0, 0, 0}};
@@ -390,6 +391,14 @@ int srv_cmd_run(int argc, char **argv)
         case O_KP: ep.k_pred = atoi(optarg); break;
         case O_PFB: ep.prefetch_budget = strtod(optarg, NULL); break;
         case O_PFD: ep.prefetch_depth = atoi(optarg); break;
+        case O_PGI:
+            if (!strcmp(optarg, "input")) ep.pregate_input = true;
+            else if (!strcmp(optarg, "attention")) ep.pregate_input = false;
+            else {
+                fprintf(stderr, "moed: --pregate-at: attention or input, not '%s'\n", optarg);
+                return 2;
+            }
+            break;
         case O_TRACE: ep.trace_routing = optarg; break;
         case O_IO:
             if (!strcmp(optarg, "io_uring")) ep.io = XS_IO_URING;
@@ -424,7 +433,7 @@ int srv_cmd_run(int argc, char **argv)
                         "       [--expert-cache S] [--sched fcfs|regroup] [--max-skip N] [--step-seqs N]\n"
                         "       [--chat [--chat-template FILE] [--chat-kwargs JSON]]\n"
                         "       [--expert-cache S] [--io io_uring|pread] [--predictor none|pregate|path|combined]\n"
-                        "       [--lookahead N] [--prefetch-depth N] [--k-pred N] [--prefetch-budget F]\n"
+                        "       [--lookahead N] [--prefetch-depth N] [--k-pred N] [--prefetch-budget F] [--pregate-at attention|input]\n"
                         "       [--trace-routing FILE]\n"
                         "reads the prompt from stdin when -p is not given; --chat sends it as one user message\n"
                         "through the chat template and prints the answer (reasoning goes to stderr)\n");

@@ -73,6 +73,7 @@ static const struct cfg_key k_keys[] = {
     {"predictor.k", CT_INT, OFF(pred.k), "0", 0, 1024, NULL},
     {"predictor.prefetch_budget", CT_F64, OFF(pred.prefetch_budget), "0.25", 0, 1, NULL},
     {"predictor.trace", CT_STR, OFF(pred.trace), NULL, 0, 0, NULL},
+    {"predictor.pregate_at", CT_ENUM, OFF(pred.pregate_at), "attention", 0, 0, "attention|input"},
     {"scheduler.policy", CT_ENUM, OFF(sched.policy), "fcfs", 0, 0, "fcfs|regroup"},
     {"scheduler.max_skip", CT_INT, OFF(sched.max_skip), "4", 0, 1000000, NULL},
     {"log.level", CT_ENUM, OFF(srv.log_level), "info", 0, 0, "error|warn|info|debug"},
@@ -116,6 +117,7 @@ static const struct cfg_flag k_flags[] = {
     {"k-pred", NULL, "predictor.k", FL_ARG, "N        experts predicted per future layer (0 = top-k)"},
     {"prefetch-budget", NULL, "predictor.prefetch_budget", FL_ARG, "F share of the expert cache one step may prefetch"},
     {"trace-routing", NULL, "predictor.trace", FL_ARG, "FILE record every token's routing and pre-gating"},
+    {"pregate-at", NULL, "predictor.pregate_at", FL_ARG, "W  pre-gate after a layer's attention or on its input"},
     {"sched", NULL, "scheduler.policy", FL_ARG, "P         fcfs or regroup"},
     {"max-skip", NULL, "scheduler.max_skip", FL_ARG, "N      steps a runnable sequence may be passed over"},
     {"log-level", NULL, "log.level", FL_ARG, "L     error, warn, info, debug"},
@@ -506,6 +508,7 @@ int srv_config_load(struct app_config *c, int argc, char **argv, char *err, size
     c->eng.k_pred = c->pred.k;
     c->eng.prefetch_budget = c->pred.prefetch_budget;
     c->eng.trace_routing = c->pred.trace;
+    c->eng.pregate_input = strcmp(c->pred.pregate_at, "input") == 0;
     c->eng.sched = strcmp(c->sched.policy, "regroup") == 0 ? ENG_SCHED_REGROUP : ENG_SCHED_FCFS;
     c->eng.max_skip = c->sched.max_skip;
     if (c->eng.batch_tokens < c->eng.parallel)

@@ -67,6 +67,7 @@ struct app_pred_params {
     int32_t lookahead, prefetch_depth, k;
     double prefetch_budget;
     char *trace;              /* --trace-routing FILE */
+    char *pregate_at;         /* attention, input */
 };
 struct app_sched_params {
     char *policy;             /* fcfs, regroup */

@@ -26,7 +26,7 @@ identity() { # model n prompt
     name=$(basename "$model" .gguf)
     "$MOED" run -m "$model" -p "$prompt" -n "$n" --temp 0 --ignore-eos -b 64 --expert-cache 25% --expert-store-always \
         >"$T/ref" 2>"$T/err" || { echo "FAIL $name: none: $(tail -1 "$T/err")"; fails=$((fails+1)); return; }
-    for cfg in "pregate --lookahead 1" "path --lookahead 2" "combined --lookahead 2" "combined --lookahead 2 --prefetch-depth 2 --k-pred 16"; do
+    for cfg in "pregate --lookahead 1" "pregate --lookahead 2 --pregate-at input" "path --lookahead 2" "combined --lookahead 2" "combined --lookahead 2 --prefetch-depth 2 --k-pred 16"; do
         case $name in *tiny*) cfg=${cfg//2/1}; cfg=${cfg//16/4} ;; esac # two layers, 8 experts
         "$MOED" run -m "$model" -p "$prompt" -n "$n" --temp 0 --ignore-eos -b 64 --expert-cache 25% \
             --expert-store-always --predictor $cfg --stats-json "$T/st.json" >"$T/out" 2>"$T/err" ||
