@@ -605,6 +605,8 @@ static void update_metrics(struct engine *e)
         e->met.pred_d[d - 1].tp = t.tp;
         e->met.pred_d[d - 1].n_pred = t.n_pred;
         e->met.pred_d[d - 1].n_actual = t.n_actual;
+        e->met.pred_d[d - 1].precision = t.precision;
+        e->met.pred_d[d - 1].recall = t.recall;
         for (uint32_t l = 0; e->score_snap && l < e->m->hp.n_layer; l++) {
             struct pred_score_total u = pred_score_get(e->score, (uint32_t)d, (int32_t)l);
             uint64_t *q = e->score_snap + ((size_t)(d - 1) * e->m->hp.n_layer + l) * 3;
@@ -628,6 +630,7 @@ void eng_get_metrics(struct engine *e, struct eng_metrics *m)
 /* Runs one step; returns false when there was nothing to do. */
 static bool step(struct engine *e)
 {
+    e->met_fresh = false;
     collect_inbox(e);
     drop_canceled(e);
     while (e->n_running < sched__admit_limit(e) && e->n_waiting > 0) {
@@ -730,6 +733,7 @@ static bool step(struct engine *e)
         }
     }
     update_metrics(e); /* before the notes: a caller woken by DONE reads this step's figures */
+    e->met_fresh = true;
     /* Notify every request of the step, then drop the engine's reference of
      * those that finished (after which the caller may already have freed
      * them: nothing reads them later). */
@@ -746,7 +750,8 @@ static void *engine_main(void *arg)
     struct engine *e = arg;
     for (;;) {
         bool worked = step(e);
-        update_metrics(e);
+        if (!e->met_fresh) /* steps that ended early, or did nothing */
+            update_metrics(e);
         pthread_mutex_lock(&e->mu);
         if (e->stopping) {
             pthread_mutex_unlock(&e->mu);

@@ -159,7 +159,7 @@ struct eng_metrics {
      * up to ENG_MAX_LOOKAHEAD), all layers */
     bool predicting;
     int32_t lookahead;
-    struct { uint64_t tp, n_pred, n_actual; } pred_d[8];
+    struct { uint64_t tp, n_pred, n_actual; double precision, recall; } pred_d[8];
     double pregate_seconds, predict_seconds;
     uint64_t trace_tokens, trace_errors;
     struct eng_sched_stats sched;

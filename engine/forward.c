@@ -53,7 +53,6 @@ struct fwd {
     float *ffn_out;
     float *shexp_gate;      /* n_tok */
     const void **moe_gate, **moe_up, **moe_down; /* n_expert: active experts' slices */
-    int32_t *moe_off;       /* n_expert + 1 */
     int32_t *pair_tok;      /* n_tok x k */
     float *pair_w;
     float *out_rows;        /* n_tok x n_embd (rows whose logits are wanted) */
@@ -88,7 +87,7 @@ struct fwd {
     bool predicting;        /* this step */
 };
 
-enum xstep { X_TODO, X_PENDING, X_READY, X_DONE, X_FAILED };
+enum xstep { X_WANTED, X_PENDING, X_READY, X_DONE, X_FAILED };
 
 static void *zalloc(size_t n, int *fail)
 {
@@ -153,7 +152,6 @@ int fwd_init(struct fwd **out, const struct model *m, struct be *be, const struc
     f->moe_gate = zalloc((size_t)NE * sizeof(void *), &fail);
     f->moe_up = zalloc((size_t)NE * sizeof(void *), &fail);
     f->moe_down = zalloc((size_t)NE * sizeof(void *), &fail);
-    f->moe_off = zalloc((size_t)(NE + 1) * 4, &fail);
     f->pair_tok = zalloc((size_t)(T * K) * 4, &fail);
     f->pair_w = zalloc((size_t)(T * K) * 4, &fail);
     f->tok_err = zalloc((size_t)T * sizeof(int), &fail);
@@ -247,7 +245,6 @@ void fwd_free(struct fwd *f)
     free(f->moe_gate);
     free(f->moe_up);
     free(f->moe_down);
-    free(f->moe_off);
     free(f->pair_tok);
     free(f->pair_w);
     free(f->ex_cnt);
@@ -614,13 +611,13 @@ static void moe_store(struct fwd *f, uint32_t il, int64_t n, int32_t n_act)
     int32_t base = 0, left = n_act;
     bool first = true;
     for (int32_t i = 0; i < n_act; i++)
-        f->xstate[i] = X_TODO;
+        f->xstate[i] = X_WANTED;
     while (left > 0) {
         bool noslot = false;
         int32_t n_ready = 0, n_pending = 0;
         for (int32_t i = 0; i < n_act; i++) {
             int rc;
-            if (f->xstate[i] == X_TODO && !noslot) {
+            if (f->xstate[i] == X_WANTED && !noslot) {
                 rc = xs_acquire(xs, il, (uint32_t)f->act_e[i], &f->xh[i], msg, sizeof msg);
                 if (rc == XS_NOSLOT)
                     noslot = true;
@@ -656,7 +653,7 @@ static void moe_store(struct fwd *f, uint32_t il, int64_t n, int32_t n_act)
              * cannot make progress (its slots are pinned by someone else). */
             snprintf(msg, sizeof msg, "expert cache has no free slot for layer %u", il);
             for (int32_t i = 0; i < n_act; i++)
-                if (f->xstate[i] == X_TODO) {
+                if (f->xstate[i] == X_WANTED) {
                     fail_expert(f, i, ERR_BUSY, msg);
                     left--;
                 }

@@ -135,6 +135,7 @@ struct engine {
     uint64_t steps, step_tokens, prompt_tokens, generated_tokens, preemptions, requests_done;
     int32_t last_batch_tokens, last_batch_seqs;
     struct eng_metrics met;       /* snapshot, under mu */
+    bool met_fresh;               /* the step already published met (engine thread) */
 };
 
 double eng__now(void);

@@ -589,8 +589,8 @@ int srv_cmd_run(int argc, char **argv)
                 (unsigned long long)xs->prefetch_wasted, met.pregate_seconds, met.predict_seconds);
         for (int32_t d = 1; d <= met.lookahead && d <= ENG_MAX_LOOKAHEAD; d++)
             fprintf(stderr, " d=%d precision %.3f recall %.3f", d,
-                    met.pred_d[d - 1].n_pred ? (double)met.pred_d[d - 1].tp / (double)met.pred_d[d - 1].n_pred : 0,
-                    met.pred_d[d - 1].n_actual ? (double)met.pred_d[d - 1].tp / (double)met.pred_d[d - 1].n_actual : 0);
+                    met.pred_d[d - 1].precision,
+                    met.pred_d[d - 1].recall);
         fprintf(stderr, "\n");
     }
     if (stats) {
@@ -704,8 +704,8 @@ int srv_cmd_run(int argc, char **argv)
         for (int32_t d = 1; d <= met.lookahead && d <= ENG_MAX_LOOKAHEAD; d++) {
             cJSON *o = cJSON_CreateObject();
             cJSON_AddNumberToObject(o, "d", d);
-            cJSON_AddNumberToObject(o, "precision", met.pred_d[d - 1].n_pred ? (double)met.pred_d[d - 1].tp / (double)met.pred_d[d - 1].n_pred : 0);
-            cJSON_AddNumberToObject(o, "recall", met.pred_d[d - 1].n_actual ? (double)met.pred_d[d - 1].tp / (double)met.pred_d[d - 1].n_actual : 0);
+            cJSON_AddNumberToObject(o, "precision", met.pred_d[d - 1].precision);
+            cJSON_AddNumberToObject(o, "recall", met.pred_d[d - 1].recall);
             cJSON *rl = cJSON_AddArrayToObject(o, "recall_by_layer");
             for (int32_t l = 0; l < (int32_t)eng_model(e)->hp.n_layer; l++) {
                 double pr, rc2;

@@ -195,11 +195,11 @@ static void expert_cache(struct out *o, const struct eng_metrics *em)
         head(o, "moed_predictor_precision", "gauge", "Share of predicted experts the router chose, by lookahead distance.");
         for (int32_t d = 1; d <= em->lookahead && d <= ENG_MAX_LOOKAHEAD; d++)
             put(o, "moed_predictor_precision{distance=\"%d\"} %.6f\n", d,
-                em->pred_d[d - 1].n_pred ? (double)em->pred_d[d - 1].tp / (double)em->pred_d[d - 1].n_pred : 0.0);
+                em->pred_d[d - 1].precision);
         head(o, "moed_predictor_recall", "gauge", "Share of the router's choices that were predicted, by lookahead distance.");
         for (int32_t d = 1; d <= em->lookahead && d <= ENG_MAX_LOOKAHEAD; d++)
             put(o, "moed_predictor_recall{distance=\"%d\"} %.6f\n", d,
-                em->pred_d[d - 1].n_actual ? (double)em->pred_d[d - 1].tp / (double)em->pred_d[d - 1].n_actual : 0.0);
+                em->pred_d[d - 1].recall);
         counter(o, "moed_predictor_pregate_seconds_total", "Seconds spent pre-gating.", em->pregate_seconds);
     }
     gauge(o, "moed_model_file_changed", "1 when the model file changed under the server (restart it).",

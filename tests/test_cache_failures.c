@@ -32,21 +32,6 @@ struct result {
     char msg[256];
 };
 
-struct waiter {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    int ready;
-};
-
-static void on_notify(void *ud)
-{
-    struct waiter *w = ud;
-    pthread_mutex_lock(&w->mu);
-    w->ready = 1;
-    pthread_cond_signal(&w->cv);
-    pthread_mutex_unlock(&w->mu);
-}
-
 static bool drain(struct eng_req *r, struct result *res)
 {
     struct eng_event ev;
@@ -68,9 +53,8 @@ static bool drain(struct eng_req *r, struct result *res)
 
 static void run_all(struct engine *e, int n, int32_t (*prompts)[MAXLEN], const int *lens, struct result *res)
 {
-    struct waiter w = {.ready = 0};
-    pthread_mutex_init(&w.mu, NULL);
-    pthread_cond_init(&w.cv, NULL);
+    struct test_waiter w;
+    test_waiter_init(&w);
     struct eng_req *reqs[N];
     bool done[N] = {0};
     struct eng_req_params rp = eng_req_params_default();
@@ -79,20 +63,11 @@ static void run_all(struct engine *e, int n, int32_t (*prompts)[MAXLEN], const i
     rp.sample.temperature = 0;
     for (int i = 0; i < n; i++) {
         memset(&res[i], 0, sizeof res[i]);
-        ASSERT_OK(eng_submit(e, prompts[i], lens[i], &rp, on_notify, &w, &reqs[i]));
+        ASSERT_OK(eng_submit(e, prompts[i], lens[i], &rp, test_waiter_notify, &w, &reqs[i]));
     }
     int left = n;
     while (left > 0) {
-        pthread_mutex_lock(&w.mu);
-        while (!w.ready) {
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            ts.tv_sec += 60;
-            if (pthread_cond_timedwait(&w.cv, &w.mu, &ts) != 0)
-                fail_msg("engine made no progress for 60 s");
-        }
-        w.ready = 0;
-        pthread_mutex_unlock(&w.mu);
+        test_waiter_wait(&w, 60);
         for (int i = 0; i < n; i++)
             if (!done[i] && drain(reqs[i], &res[i])) {
                 done[i] = true;
@@ -101,8 +76,7 @@ static void run_all(struct engine *e, int n, int32_t (*prompts)[MAXLEN], const i
     }
     for (int i = 0; i < n; i++)
         eng_release(reqs[i]);
-    pthread_mutex_destroy(&w.mu);
-    pthread_cond_destroy(&w.cv);
+    test_waiter_destroy(&w);
 }
 
 static struct engine *mk(const char *cache, const char *fail)

@@ -43,7 +43,9 @@ check() { # model n_predict prompt extra-flags...
 import json, sys
 st, xc, io, name = json.load(open(sys.argv[1])), sys.argv[2], sys.argv[3], sys.argv[4]
 c = st["cache"]
-ok = c["enabled"] and c["device_misses"] > 0 and c["loads"] == c["device_misses"] + 0 * c["loads"]
+# no predictor: every load is a demand miss, and every miss read the file
+ok = c["enabled"] and c["device_misses"] > 0 and c["loads"] == c["device_misses"] and \
+     c["bytes_disk_to_device"] >= c["expert_bytes_loaded"] > 0
 msg = f"{name} cache {xc} ({io}): slots {c['slots']}, hit rate {c['hit_rate']:.3f}, misses {c['device_misses']}, " \
       f"evictions {c['evictions']}, waves {c['expert_waves']} for {c['moe_layer_steps']} layer steps, " \
       f"O_DIRECT {c['o_direct']}, {c['io']}"

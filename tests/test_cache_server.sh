@@ -18,37 +18,7 @@ SRC=$BUILD/models/qwen3moe-tiny-qwenvocab.gguf
 for t in curl jq; do command -v $t >/dev/null || { echo "skip: $t is not installed"; exit 77; }; done
 [ -f "$SRC" ] || { echo "skip: $SRC is missing (bash tests/make_models.sh $BUILD)"; exit 77; }
 TMP=$(mktemp -d)
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
-    sleep 0.3
-    for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null; done
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
-pass=0; fail=0
-ok() { pass=$((pass+1)); echo "ok    $1"; }
-bad() { fail=$((fail+1)); echo "FAIL  $1${2:+: $2}"; }
-
-start_server() { # log flags...
-    local log=$1; shift
-    timeout --foreground 300 "$MOED" serve "$@" >"$log" 2>&1 &
-    SPID=$!
-    PIDS+=("$SPID")
-    PORT=
-    for _ in $(seq 200); do
-        PORT=$(grep -o 'listening on 127.0.0.1:[0-9]*' "$log" | head -n1 | sed 's/.*://')
-        [ -n "$PORT" ] && break
-        kill -0 "$SPID" 2>/dev/null || break
-        sleep 0.05
-    done
-    [ -n "$PORT" ] || { echo "server did not start:"; cat "$log"; return 1; }
-    for _ in $(seq 300); do
-        [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT/health")" = 200 ] && return 0
-        sleep 0.1
-    done
-    echo "server did not become ready:"; tail -n 20 "$log"; return 1
-}
+. tests/server/harness.sh
 
 # ---- refused at start ----
 out=$("$MOED" serve -m "$SRC" --expert-cache 1K --port 0 2>&1); rc=$?
@@ -82,13 +52,19 @@ echo "      12 requests: $n200 answered, $n500 failed on the expert, $other othe
 [ $n500 -ge 1 ] && [ $other = 0 ] && ok "requests needing the failing expert get a 500 error JSON naming it" ||
     bad "failing expert" "$n200 $n500 $other"
 [ $n200 -ge 1 ] && ok "requests not needing it are answered" || bad "others answered" "$n200"
-r=$(curl -sN "$B/v1/chat/completions" -d '{"messages": [{"role": "user", "content": "tell me a long story about expert one"}],
-    "max_tokens": 16, "temperature": 0, "stream": true}')
-if grep -q '"error"' <<<"$r"; then
-    grep -q 'expert 1 of layer 0' <<<"$r" && ok "streamed: the failure arrives as an error event" || bad "stream error" "$r"
-else
-    tail -n1 <<<"$r" | grep -q "data: \[DONE\]" && ok "streamed request not needing the expert completes" || bad "stream" "$r"
-fi
+# streamed: a prompt that failed above fails as an error event, one that was
+# answered completes with [DONE]
+fw=; aw=
+for i in $(seq 1 12); do
+    w=$(echo "cat dog sun red big run sea tree one two blue car" | cut -d' ' -f$i)
+    jq -e '.error' "$TMP/r$i.json" >/dev/null 2>&1 && fw=${fw:-$w} || aw=${aw:-$w}
+done
+r=$(curl -sN "$B/v1/completions" -d "{\"prompt\": \"$fw\", \"max_tokens\": 1, \"temperature\": 0, \"stream\": true}")
+grep -q '"error"' <<<"$r" && grep -q 'expert 1 of layer 0' <<<"$r" && ok "streamed: the failure arrives as an error event" ||
+    bad "stream error" "$r"
+r=$(curl -sN "$B/v1/completions" -d "{\"prompt\": \"$aw\", \"max_tokens\": 1, \"temperature\": 0, \"stream\": true}")
+! grep -q '"error"' <<<"$r" && tail -n1 <<<"$r" | grep -q "data: \[DONE\]" &&
+    ok "streamed request not needing the expert completes" || bad "stream ok" "$r"
 [ "$(curl -s -o /dev/null -w '%{http_code}' "$B/health")" = 200 ] && ok "healthy after the failures" || bad "health"
 m=$(curl -s "$B/metrics")
 grep -Eq '^moed_expert_cache_load_failures_total [1-9]' <<<"$m" && ok "/metrics counts the failed loads" || bad "metrics failures"

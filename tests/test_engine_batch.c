@@ -31,21 +31,6 @@ struct result {
     int err;
 };
 
-struct waiter {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    int ready;
-};
-
-static void on_notify(void *ud)
-{
-    struct waiter *w = ud;
-    pthread_mutex_lock(&w->mu);
-    w->ready = 1;
-    pthread_cond_signal(&w->cv);
-    pthread_mutex_unlock(&w->mu);
-}
-
 /* Drains events into res; returns true when the request ended. */
 static bool drain(struct eng_req *r, struct result *res)
 {
@@ -80,27 +65,17 @@ static bool drain(struct eng_req *r, struct result *res)
 static void run_many(struct engine *e, int n, int32_t **prompts, const int *lens,
                      const struct eng_req_params *rps, struct result *res)
 {
-    struct waiter w = {.ready = 0};
-    pthread_mutex_init(&w.mu, NULL);
-    pthread_cond_init(&w.cv, NULL);
+    struct test_waiter w;
+    test_waiter_init(&w);
     struct eng_req **reqs = calloc((size_t)n, sizeof *reqs);
     bool *done = calloc((size_t)n, sizeof *done);
     for (int i = 0; i < n; i++) {
         memset(&res[i], 0, sizeof res[i]);
-        ASSERT_OK(eng_submit(e, prompts[i], lens[i], &rps[i], on_notify, &w, &reqs[i]));
+        ASSERT_OK(eng_submit(e, prompts[i], lens[i], &rps[i], test_waiter_notify, &w, &reqs[i]));
     }
     int left = n;
     while (left > 0) {
-        pthread_mutex_lock(&w.mu);
-        while (!w.ready) {
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            ts.tv_sec += 60;
-            if (pthread_cond_timedwait(&w.cv, &w.mu, &ts) != 0)
-                fail_msg("engine made no progress for 60 s");
-        }
-        w.ready = 0;
-        pthread_mutex_unlock(&w.mu);
+        test_waiter_wait(&w, 60);
         for (int i = 0; i < n; i++)
             if (!done[i] && drain(reqs[i], &res[i])) {
                 done[i] = true;
@@ -111,8 +86,7 @@ static void run_many(struct engine *e, int n, int32_t **prompts, const int *lens
         eng_release(reqs[i]);
     free(reqs);
     free(done);
-    pthread_mutex_destroy(&w.mu);
-    pthread_cond_destroy(&w.cv);
+    test_waiter_destroy(&w);
 }
 
 static struct engine *mk_engine(const char *model, enum be_type kv, int parallel, int batch,

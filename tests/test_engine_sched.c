@@ -36,15 +36,9 @@ struct result {
     int max_gap_skips;      /* most steps between two consecutive tokens, minus one */
 };
 
-struct waiter {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    int ready;
-};
-
 /* One per request: the notify callback records the engine's step count. */
 struct note {
-    struct waiter *w;
+    struct test_waiter *w;
     struct engine *e;
     uint64_t steps[MAXTOK + 4]; /* step count at each notification */
     int n_steps;
@@ -59,11 +53,7 @@ static void on_notify(void *ud)
     eng_get_metrics(nt->e, &m);
     if (nt->n_steps < MAXTOK + 4)
         nt->steps[nt->n_steps++] = m.steps;
-    struct waiter *w = nt->w;
-    pthread_mutex_lock(&w->mu);
-    w->ready = 1;
-    pthread_cond_signal(&w->cv);
-    pthread_mutex_unlock(&w->mu);
+    test_waiter_notify(nt->w);
 }
 
 static bool drain(struct eng_req *r, struct result *res)
@@ -86,9 +76,8 @@ static bool drain(struct eng_req *r, struct result *res)
 static void run_many(struct engine *e, int n, int32_t **prompts, const int *lens,
                      const struct eng_req_params *rps, struct result *res)
 {
-    struct waiter w = {.ready = 0};
-    pthread_mutex_init(&w.mu, NULL);
-    pthread_cond_init(&w.cv, NULL);
+    struct test_waiter w;
+    test_waiter_init(&w);
     struct eng_req **reqs = calloc((size_t)n, sizeof *reqs);
     struct note *notes = calloc((size_t)n, sizeof *notes);
     bool *done = calloc((size_t)n, sizeof *done);
@@ -100,16 +89,7 @@ static void run_many(struct engine *e, int n, int32_t **prompts, const int *lens
     }
     int left = n;
     while (left > 0) {
-        pthread_mutex_lock(&w.mu);
-        while (!w.ready) {
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            ts.tv_sec += 60;
-            if (pthread_cond_timedwait(&w.cv, &w.mu, &ts) != 0)
-                fail_msg("engine made no progress for 60 s");
-        }
-        w.ready = 0;
-        pthread_mutex_unlock(&w.mu);
+        test_waiter_wait(&w, 60);
         for (int i = 0; i < n; i++)
             if (!done[i] && drain(reqs[i], &res[i])) {
                 done[i] = true;
@@ -132,8 +112,7 @@ static void run_many(struct engine *e, int n, int32_t **prompts, const int *lens
     free(reqs);
     free(notes);
     free(done);
-    pthread_mutex_destroy(&w.mu);
-    pthread_cond_destroy(&w.cv);
+    test_waiter_destroy(&w);
 }
 
 static struct engine *mk_engine(const char *path, int parallel, int step_seqs, enum eng_sched pol, int max_skip,

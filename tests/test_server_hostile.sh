@@ -22,47 +22,7 @@ done
 [ -f "$MODEL" ] || { echo "skip: $MODEL is missing (bash tests/make_models.sh $BUILD)"; exit 77; }
 
 TMP=$(mktemp -d)
-PIDS=()
-cleanup() {
-    # SIGTERM first: timeout passes it on to moed (SIGKILL would orphan it).
-    for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
-    for _ in $(seq 30); do
-        alive=0
-        for p in "${PIDS[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
-        [ $alive = 0 ] && break
-        sleep 0.1
-    done
-    for p in "${PIDS[@]}"; do { kill -9 "$p" && wait "$p"; } 2>/dev/null; done
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
-
-pass=0; fail=0
-ok() { pass=$((pass+1)); echo "ok    $1"; }
-bad() { fail=$((fail+1)); echo "FAIL  $1${2:+: $2}"; }
-
-# Starts a server (log file, then flags); sets SPID and PORT, waits until ready.
-start_server() {
-    local log=$1; shift
-    local grepf=${GREPLOG:-$log} # where "listening on" appears (log.file when set)
-    timeout --foreground 300 "$MOED" serve "$@" >"$log" 2>&1 &
-    SPID=$!
-    PIDS+=("$SPID")
-    PORT=
-    for _ in $(seq 200); do
-        PORT=$(grep -so 'listening on 127.0.0.1:[0-9]*' "$grepf" | head -n1 | sed 's/.*://')
-        [ -n "$PORT" ] && break
-        kill -0 "$SPID" 2>/dev/null || break
-        sleep 0.05
-    done
-    [ -n "$PORT" ] || { echo "server did not start:"; cat "$log"; return 1; }
-    for _ in $(seq 300); do
-        [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT/health")" = 200 ] && return 0
-        sleep 0.1
-    done
-    echo "server did not become ready:"; tail -n 20 "$log"
-    return 1
-}
+. tests/server/harness.sh
 
 KEY=sk-hostile-$$
 cat >"$TMP/hostile.json" <<EOF

@@ -14,6 +14,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <math.h>
+#include <pthread.h>
+#include <time.h>
 #include <cmocka.h>
 
 #include "common/err.h"
@@ -65,6 +67,47 @@ static inline uint64_t test_rand_u64(uint64_t *s)
 static inline float test_rand_f(uint64_t *s) /* uniform in [-1, 1) */
 {
     return (float)((test_rand_u64(s) >> 40) * (1.0 / 8388608.0)) - 1.0f;
+}
+
+/* Wakes a test thread waiting for engine events (the engine's notify
+ * callback: test_waiter_notify with the waiter as ud). */
+struct test_waiter {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int ready;
+};
+static inline void test_waiter_init(struct test_waiter *w)
+{
+    pthread_mutex_init(&w->mu, NULL);
+    pthread_cond_init(&w->cv, NULL);
+    w->ready = 0;
+}
+static inline void test_waiter_destroy(struct test_waiter *w)
+{
+    pthread_mutex_destroy(&w->mu);
+    pthread_cond_destroy(&w->cv);
+}
+static inline void test_waiter_notify(void *ud)
+{
+    struct test_waiter *w = ud;
+    pthread_mutex_lock(&w->mu);
+    w->ready = 1;
+    pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+/* Waits for the next notification; fails the test after `seconds` without one. */
+static inline void test_waiter_wait(struct test_waiter *w, int seconds)
+{
+    pthread_mutex_lock(&w->mu);
+    while (!w->ready) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_sec += seconds;
+        if (pthread_cond_timedwait(&w->cv, &w->mu, &ts) != 0)
+            fail_msg("engine made no progress for %d s", seconds);
+    }
+    w->ready = 0;
+    pthread_mutex_unlock(&w->mu);
 }
 
 #endif
