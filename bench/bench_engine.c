@@ -181,6 +181,7 @@ struct cmp_opts {
 
 struct cmp_res {
     double wall, tps, distinct, uniform, ddistinct, duniform, hit_rate, bytes_per_tok, ttft50, ttft99, itl50, itl99;
+    double on_topic; /* share of generated tokens of their prompt's topic (--topics) */
     uint32_t max_wait;
     int64_t gen;
 };
@@ -223,7 +224,7 @@ static int cmp_run(const struct cmp_opts *o, enum eng_sched pol, struct cmp_res 
     double *first = calloc((size_t)n, sizeof *first), *last = calloc((size_t)n, sizeof *last);
     int *ntok = calloc((size_t)n, sizeof *ntok), *done = calloc((size_t)n, sizeof *done);
     double *itl = malloc((size_t)n * (size_t)o->gen * sizeof *itl);
-    int64_t n_itl = 0;
+    int64_t n_itl = 0, n_on_topic = 0;
     struct eng_req_params rp = eng_req_params_default();
     rp.sample.temperature = 0;
     rp.max_tokens = o->gen;
@@ -257,6 +258,9 @@ static int cmp_run(const struct cmp_opts *o, enum eng_sched pol, struct cmp_res 
             while (!done[i] && eng_poll(r[i], &ev) == 0) {
                 double t = now_s() - t0;
                 if (ev.type == ENG_EV_DELTA) {
+                    if (o->topics > 0 && ev.token >= 0 &&
+                        plant_topic_of((uint32_t)ev.token, (uint32_t)o->topics) == (uint32_t)(i % o->topics))
+                        n_on_topic++;
                     if (ntok[i]++ == 0)
                         first[i] = t;
                     else
@@ -281,6 +285,7 @@ static int cmp_run(const struct cmp_opts *o, enum eng_sched pol, struct cmp_res 
     const struct eng_sched_stats *ss = &m.sched;
     uint64_t lookups = m.xs.hits + m.xs.hits_loading + m.xs.misses;
     cr->tps = (double)cr->gen / cr->wall;
+    cr->on_topic = cr->gen ? (double)n_on_topic / (double)cr->gen : 0;
     cr->distinct = ss->layer_steps ? (double)ss->distinct_sum / (double)ss->layer_steps : 0;
     cr->uniform = ss->layer_steps ? ss->uniform_sum / (double)ss->layer_steps : 0;
     cr->ddistinct = ss->decode_layer_steps ? (double)ss->decode_distinct_sum / (double)ss->decode_layer_steps : 0;
@@ -304,11 +309,12 @@ static int sched_compare(const struct cmp_opts *o)
     printf("scheduler comparison: %s\n  %d requests (prompt %d, %d generated, greedy), step_seqs %d, parallel %d, "
            "max_skip %d, expert cache %s%s\n", o->model, o->n_req, o->prompt_len, o->gen, o->step_seqs,
            o->parallel, o->max_skip, o->xcache, o->topics ? ", prompts drawn one topic each" : "");
-    enum { NM = 12 };
+    enum { NM = 13 };
     static const char *names[NM] = {"agg tok/s", "distinct experts/layer/step", "  uniform routing",
                                     "  decode steps only", "  decode, uniform routing",
                                     "hit rate %", "MiB loaded / gen token", "TTFT p50 s", "TTFT p99 s",
-                                    "ITL p50 ms", "ITL p99 ms", "longest wait (steps)"};
+                                    "ITL p50 ms", "ITL p99 ms", "longest wait (steps)",
+                                    "generated on prompt topic %"};
     double v[2][NM][16];
     int reps = o->reps < 1 ? 1 : o->reps > 16 ? 16 : o->reps;
     for (int k = 0; k < reps; k++)
@@ -317,7 +323,8 @@ static int sched_compare(const struct cmp_opts *o)
             if (cmp_run(o, pol ? ENG_SCHED_REGROUP : ENG_SCHED_FCFS, &cr) < 0)
                 return 1;
             double x[NM] = {cr.tps, cr.distinct, cr.uniform, cr.ddistinct, cr.duniform, 100 * cr.hit_rate, cr.bytes_per_tok / 1048576.0,
-                            cr.ttft50, cr.ttft99, 1e3 * cr.itl50, 1e3 * cr.itl99, cr.max_wait};
+                            cr.ttft50, cr.ttft99, 1e3 * cr.itl50, 1e3 * cr.itl99, cr.max_wait,
+                            100 * cr.on_topic};
             for (int j = 0; j < NM; j++)
                 v[pol][j][k] = x[j];
             fprintf(stderr, "  rep %d %s: %.2f tok/s, %.2f distinct, wall %.1f s\n", k + 1, pol ? "regroup" : "fcfs",
@@ -325,6 +332,8 @@ static int sched_compare(const struct cmp_opts *o)
         }
     printf("%-28s %22s %22s %8s\n", "(mean [min..max] of reps)", "fcfs", "regroup", "ratio");
     for (int j = 0; j < NM; j++) {
+        if (j == NM - 1 && !o->topics)
+            break; /* no topics, no topic figure */
         double mean[2], lo[2], hi[2];
         for (int pol = 0; pol < 2; pol++) {
             mean[pol] = 0;

@@ -105,15 +105,22 @@ static float rng_normal(uint64_t *s)
  * drifting slowly, RMSNorm(h) stays close to e through the layers, so
  * router row j adds to token t's logit about
  *     bias_j (skew)                 from a component bias_j / (a_u sqrt(E)) along u,
- *     PLANT_TOPIC_GAIN * a_c        from a component PLANT_TOPIC_GAIN / sqrt(E) along
- *                                   c_k, for each topic k that prefers expert j.
+ *     gain * a_c                    from a component gain / sqrt(E) along c_k, for
+ *                                   each topic k that prefers expert j (gain =
+ *                                   topic_gain, PLANT_TOPIC_GAIN_DEFAULT unless set).
  * The router's random part is the usual one, mixed across layers:
  *     R_L = rho^L G_0 + sqrt(1 - rho^2) * sum_{l=1..L} rho^(L-l) G_l
  * where G_l is layer l's own router stream; every R_L has the variance of G_L,
  * and R_{L+1} = rho R_L + sqrt(1 - rho^2) G_{L+1}.
+ * Topic persistence: output row v (random, scale 1/sqrt(E), so a logit's
+ * random part has RMS about 1) gains PLANT_PERSIST_UNIT * persist / (a_c
+ * sqrt(E)) along c_topic(v). The final hidden state still carries about half
+ * of the last token's embedding after the drift of every layer, so a token
+ * of the last token's topic gains about 1.5 * persist random-logit RMS: the
+ * next token tends to stay on the topic, and routing with it.
  */
+#define PLANT_PERSIST_UNIT 3.0f
 #define PLANT_COMMON 0.4f     /* a_u when skew is on */
-#define PLANT_TOPIC_GAIN 4.0f /* router logit gain of a preferred topic at a_c = 1 */
 
 struct plant {
     struct plant_params p;
@@ -212,6 +219,15 @@ static void plant_embed_row(const struct plant *pl, uint32_t tok, float *row)
     }
 }
 
+/* Leans output row `tok` towards its topic's centroid (topic persistence). */
+static void plant_output_row(const struct plant *pl, uint32_t tok, float *row)
+{
+    const float *c = pl->cent + (size_t)plant_topic_of(tok, pl->p.n_topics) * pl->E;
+    const float b = PLANT_PERSIST_UNIT * pl->p.topic_persist / (pl->a_c * sqrtf((float)pl->E));
+    for (uint32_t i = 0; i < pl->E; i++)
+        row[i] += b * c[i];
+}
+
 /* Fills w (X rows of E) with layer il's router: the correlated random part
  * (scale is the plain router's), then the skew and topic components. */
 static void plant_router(const struct plant *pl, uint32_t il, float scale, float *w)
@@ -236,6 +252,7 @@ static void plant_router(const struct plant *pl, uint32_t il, float scale, float
         exit(1);
     }
     const float se = sqrtf((float)E);
+    const float gain = pl->p.topic_gain > 0 ? pl->p.topic_gain : PLANT_TOPIC_GAIN_DEFAULT;
     if (pl->u) {
         /* perm[r] is the expert of popularity rank r in this layer */
         snprintf(nm, sizeof nm, "plant.blk.%u.popularity", il);
@@ -255,14 +272,14 @@ static void plant_router(const struct plant *pl, uint32_t il, float scale, float
         for (uint32_t j = 0; j < pl->K; j++) {
             float *row = w + (size_t)perm[j] * E;
             for (uint32_t i = 0; i < E; i++)
-                row[i] += PLANT_TOPIC_GAIN / se * c[i];
+                row[i] += gain / se * c[i];
         }
     }
     free(perm);
 }
 
 /* What planting does to a tensor, read from its name. */
-enum plant_role { PLANT_NONE, PLANT_EMBED, PLANT_ROUTER, PLANT_OUT_PROJ };
+enum plant_role { PLANT_NONE, PLANT_EMBED, PLANT_ROUTER, PLANT_OUT_PROJ, PLANT_OUTPUT };
 
 static enum plant_role plant_role_of(const struct plant *pl, const char *name, uint32_t *layer)
 {
@@ -270,6 +287,8 @@ static enum plant_role plant_role_of(const struct plant *pl, const char *name, u
         return PLANT_NONE;
     if (strcmp(name, "token_embd.weight") == 0)
         return plant_embed_on(&pl->p) ? PLANT_EMBED : PLANT_NONE;
+    if (strcmp(name, "output.weight") == 0)
+        return pl->p.n_topics && pl->p.topic_persist > 0 ? PLANT_OUTPUT : PLANT_NONE;
     unsigned il;
     int off = 0;
     if (sscanf(name, "blk.%u.%n", &il, &off) != 1 || !off)
@@ -464,6 +483,8 @@ static int write_tensor(struct gguf_writer *w, const struct tensor_plan *t, uint
         }
         if (role == PLANT_EMBED)
             plant_embed_row(pl, (uint32_t)r, row);
+        else if (role == PLANT_OUTPUT)
+            plant_output_row(pl, (uint32_t)r, row);
         be_quant_row(t->type, row, qrow, n_in);
         int rc = gguf_writer_write(w, qrow, rb);
         if (rc < 0) {
@@ -509,7 +530,12 @@ static void usage(FILE *f)
             "  --plant-skew F            Zipf exponent of expert popularity (0.7)\n"
             "  --plant-topics N          topic clusters in the embeddings, each preferring\n"
             "                            top-k experts per layer (16)\n"
-            "  --plant-topic-spread F    embedding noise / centroid ratio, smaller = tighter (1.0)\n");
+            "  --plant-topic-spread F    embedding noise / centroid ratio, smaller = tighter (1.0)\n"
+            "  --plant-topic-gain F      router logit bonus of a topic's preferred experts (4.0;\n"
+            "                            random router logits have RMS 2)\n"
+            "  --plant-topic-persist F   output matrix leans towards the last token's topic, so\n"
+            "                            generations stay on topic (off; 1 = about 1.5x the\n"
+            "                            random logits' RMS; needs topics and an output matrix)\n");
 }
 
 static int load_vocab(struct vocab_src **v, const char *spec)
@@ -556,7 +582,7 @@ int main(int argc, char **argv)
     enum {
         O_LAYERS = 256, O_HIDDEN, O_HEADS, O_KVHEADS, O_HEADDIM, O_FF, O_EXPERTS, O_TOPK,
         O_FFEXP, O_FFSH, O_CTX, O_ROPEB, O_ROPES, O_DENSE, O_TIED, O_NAME,
-        O_PLANT, O_PL_CORR, O_PL_DRIFT, O_PL_SKEW, O_PL_TOPICS, O_PL_SPREAD
+        O_PLANT, O_PL_CORR, O_PL_DRIFT, O_PL_SKEW, O_PL_TOPICS, O_PL_SPREAD, O_PL_GAIN, O_PL_PERSIST
     };
     static const struct option lo[] = {
         {"arch", 1, 0, 'a'}, {"preset", 1, 0, 'p'}, {"type", 1, 0, 't'}, {"out", 1, 0, 'o'},
@@ -568,12 +594,14 @@ int main(int argc, char **argv)
         {"rope-scaling", 1, 0, O_ROPES}, {"dense", 0, 0, O_DENSE}, {"tied", 0, 0, O_TIED},
         {"name", 1, 0, O_NAME}, {"plant", 0, 0, O_PLANT}, {"plant-layer-corr", 1, 0, O_PL_CORR},
         {"plant-drift", 1, 0, O_PL_DRIFT}, {"plant-skew", 1, 0, O_PL_SKEW},
-        {"plant-topics", 1, 0, O_PL_TOPICS}, {"plant-topic-spread", 1, 0, O_PL_SPREAD}, {0, 0, 0, 0}};
+        {"plant-topics", 1, 0, O_PL_TOPICS}, {"plant-topic-spread", 1, 0, O_PL_SPREAD},
+        {"plant-topic-gain", 1, 0, O_PL_GAIN}, {"plant-topic-persist", 1, 0, O_PL_PERSIST}, {0, 0, 0, 0}};
     /* --plant sets the defaults of every knob; a --plant-* flag overrides its
      * knob wherever it stands, so the flags are gathered first. */
     bool plant_all = false;
     struct plant_params pset = {0};
-    enum { SET_CORR = 1, SET_DRIFT = 2, SET_SKEW = 4, SET_TOPICS = 8, SET_SPREAD = 16 };
+    enum { SET_CORR = 1, SET_DRIFT = 2, SET_SKEW = 4, SET_TOPICS = 8, SET_SPREAD = 16, SET_GAIN = 32,
+           SET_PERSIST = 64 };
     unsigned pmask = 0;
     int c;
     while ((c = getopt_long(argc, argv, "a:p:t:o:v:s:h", lo, NULL)) != -1) {
@@ -607,6 +635,8 @@ int main(int argc, char **argv)
         case O_PL_SKEW: pset.skew = strtof(optarg, NULL), pmask |= SET_SKEW; break;
         case O_PL_TOPICS: pset.n_topics = (uint32_t)atoi(optarg), pmask |= SET_TOPICS; break;
         case O_PL_SPREAD: pset.topic_spread = strtof(optarg, NULL), pmask |= SET_SPREAD; break;
+        case O_PL_GAIN: pset.topic_gain = strtof(optarg, NULL), pmask |= SET_GAIN; break;
+        case O_PL_PERSIST: pset.topic_persist = strtof(optarg, NULL), pmask |= SET_PERSIST; break;
         default: usage(stderr); return 2;
         }
     }
@@ -655,12 +685,19 @@ int main(int argc, char **argv)
     if (pmask & SET_SPREAD) o.plant.topic_spread = pset.topic_spread;
     else if ((pmask & SET_TOPICS) && !plant_all)
         o.plant.topic_spread = plant_params_default().topic_spread;
+    if (pmask & SET_GAIN) o.plant.topic_gain = pset.topic_gain;
+    if (pmask & SET_PERSIST) o.plant.topic_persist = pset.topic_persist;
     const struct plant_params *pp = &o.plant;
     const bool planted = pp->layer_corr > 0 || pp->drift > 0 || pp->skew > 0 || pp->n_topics > 0;
     if (pp->layer_corr < 0 || pp->layer_corr >= 1 || pp->drift < 0 || pp->skew < 0 ||
-        pp->topic_spread < 0 || pp->n_topics > 65536) {
+        pp->topic_spread < 0 || pp->n_topics > 65536 || pp->topic_gain < 0 || pp->topic_persist < 0) {
         fprintf(stderr, "mkmodel: a --plant-* knob is out of range (layer-corr in [0, 1), "
-                        "drift, skew, topic-spread >= 0, topics <= 65536)\n");
+                        "drift, skew, topic-spread, topic-gain, topic-persist >= 0, topics <= 65536)\n");
+        return 2;
+    }
+    if (pp->topic_persist > 0 && (!pp->n_topics || o.tied)) {
+        fprintf(stderr, "mkmodel: --plant-topic-persist needs topics (--plant or --plant-topics N) "
+                        "and an output matrix (not --tied)\n");
         return 2;
     }
     if (planted && !(a->ffn == ARCH_FFN_MOE || (a->ffn == ARCH_FFN_EITHER && !o.dense))) {
@@ -697,8 +734,10 @@ int main(int argc, char **argv)
         char desc[256];
         snprintf(desc, sizeof desc,
                  "synthetic model with random weights and planted routing structure written by moed's "
-                 "mkmodel (layer-corr %g, drift %g, skew %g, topics %u, topic-spread %g)",
-                 pp->layer_corr, pp->drift, pp->skew, pp->n_topics, pp->topic_spread);
+                 "mkmodel (layer-corr %g, drift %g, skew %g, topics %u, topic-spread %g, topic-gain %g, "
+                 "topic-persist %g)",
+                 pp->layer_corr, pp->drift, pp->skew, pp->n_topics, pp->topic_spread,
+                 pp->topic_gain > 0 ? pp->topic_gain : PLANT_TOPIC_GAIN_DEFAULT, pp->topic_persist);
         gguf_writer_kv_str(w, "general.description", desc);
     } else {
         gguf_writer_kv_str(w, "general.description", "synthetic model with random weights written by moed's mkmodel");

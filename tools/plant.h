@@ -16,6 +16,13 @@
  *   n_topics      token embeddings cluster around n_topics centroids; each
  *   topic_spread  topic prefers top-k experts per layer; spread = noise RMS /
  *                 centroid RMS in an embedding (smaller is tighter)
+ *   topic_gain    router logit bonus of a topic's preferred experts for a
+ *                 token wholly of that topic (the random logits' RMS is 2)
+ *   topic_persist the output matrix leans each token's row towards its
+ *                 topic's centroid, so that generated text stays on the
+ *                 topic of the text before it, as real text does (0 = off;
+ *                 1 adds about 1.5x the random logits' RMS to same-topic
+ *                 tokens at the medium shape)
  * A zero knob turns that piece off; with every knob zero the model is the
  * plain random one, byte for byte.
  */
@@ -30,7 +37,11 @@ struct plant_params {
     float skew;           /* Zipf exponent of expert popularity */
     uint32_t n_topics;    /* topic clusters in the embeddings */
     float topic_spread;   /* noise / centroid ratio of an embedding row */
+    float topic_gain;     /* router bonus of a preferred expert; 0 = PLANT_TOPIC_GAIN_DEFAULT */
+    float topic_persist;  /* output matrix towards the topic; 0 = off */
 };
+
+#define PLANT_TOPIC_GAIN_DEFAULT 4.0f
 
 /* What --plant alone sets. */
 static inline struct plant_params plant_params_default(void)
