@@ -182,7 +182,8 @@ struct cmp_opts {
 struct cmp_res {
     double wall, tps, distinct, uniform, ddistinct, duniform, hit_rate, bytes_per_tok, ttft50, ttft99, itl50, itl99;
     double on_topic; /* share of generated tokens of their prompt's topic (--topics) */
-    uint32_t max_wait;
+    uint32_t max_wait, max_overtaken;
+    uint64_t admit_regrouped;
     int64_t gen;
 };
 
@@ -293,6 +294,8 @@ static int cmp_run(const struct cmp_opts *o, enum eng_sched pol, struct cmp_res 
     cr->hit_rate = lookups ? (double)m.xs.hits / (double)lookups : 0;
     cr->bytes_per_tok = cr->gen ? (double)m.xs.bytes_disk / (double)cr->gen : 0;
     cr->max_wait = ss->max_wait_steps;
+    cr->max_overtaken = ss->max_admit_overtaken;
+    cr->admit_regrouped = ss->admit_regrouped;
     cr->ttft50 = pct(first, n, 0.5);
     cr->ttft99 = pct(first, n, 0.99);
     cr->itl50 = pct(itl, n_itl, 0.5);
@@ -309,11 +312,12 @@ static int sched_compare(const struct cmp_opts *o)
     printf("scheduler comparison: %s\n  %d requests (prompt %d, %d generated, greedy), step_seqs %d, parallel %d, "
            "max_skip %d, expert cache %s%s\n", o->model, o->n_req, o->prompt_len, o->gen, o->step_seqs,
            o->parallel, o->max_skip, o->xcache, o->topics ? ", prompts drawn one topic each" : "");
-    enum { NM = 13 };
+    enum { NM = 15 };
     static const char *names[NM] = {"agg tok/s", "distinct experts/layer/step", "  uniform routing",
                                     "  decode steps only", "  decode, uniform routing",
                                     "hit rate %", "MiB loaded / gen token", "TTFT p50 s", "TTFT p99 s",
                                     "ITL p50 ms", "ITL p99 ms", "longest wait (steps)",
+                                    "admitted out of order", "most overtaken at admission",
                                     "generated on prompt topic %"};
     double v[2][NM][16];
     int reps = o->reps < 1 ? 1 : o->reps > 16 ? 16 : o->reps;
@@ -324,7 +328,7 @@ static int sched_compare(const struct cmp_opts *o)
                 return 1;
             double x[NM] = {cr.tps, cr.distinct, cr.uniform, cr.ddistinct, cr.duniform, 100 * cr.hit_rate, cr.bytes_per_tok / 1048576.0,
                             cr.ttft50, cr.ttft99, 1e3 * cr.itl50, 1e3 * cr.itl99, cr.max_wait,
-                            100 * cr.on_topic};
+                            (double)cr.admit_regrouped, cr.max_overtaken, 100 * cr.on_topic};
             for (int j = 0; j < NM; j++)
                 v[pol][j][k] = x[j];
             fprintf(stderr, "  rep %d %s: %.2f tok/s, %.2f distinct, wall %.1f s\n", k + 1, pol ? "regroup" : "fcfs",

@@ -27,17 +27,21 @@ done
 # 64 concurrent requests, at most 8 sequences per step out of 32 admitted,
 # expert cache 25%, fcfs and regroup alternately in the same process, on the
 # medium model (random routing) and a planted-structure model of the same
-# shape (mkmodel --plant; prompts drawn one topic each). Short generations
-# keep it to a few minutes: the 25% cache makes every step read experts.
+# shape (mkmodel --plant with --plant-topic-persist 1: generated text stays
+# on its prompt's topic, as real text does; prompts drawn one topic each,
+# request i from topic i mod 16). 8-token prompts and 32 generated tokens:
+# the 25% cache makes every step read experts, so each policy takes 1-2 min.
 sched_bench() {
-    local P=$BUILD/bench-models/planted-medium-q8_0.gguf
+    local P=$BUILD/bench-models/planted-persist-medium-q8_0.gguf
     if [ ! -f "$P" ] || [ "$BUILD/mkmodel" -nt "$P" ]; then
         echo "bench: writing $P"
-        "$BUILD/mkmodel" --arch qwen3moe --preset medium --type q8_0 --vocab synthetic:4096 --plant -o "$P.tmp" && mv "$P.tmp" "$P"
+        "$BUILD/mkmodel" --arch qwen3moe --preset medium --type q8_0 --vocab synthetic:4096 --plant \
+            --plant-topic-persist 1 -o "$P.tmp" && mv "$P.tmp" "$P"
     fi
     local reps=${SCHED_REPS:-2}; [ "${BENCH_QUICK:-0}" = 1 ] && reps=1
+    local gen=${SCHED_GEN:-32}; [ "${BENCH_QUICK:-0}" = 1 ] && gen=8
     local common=(--sched-compare --requests 64 --step-seqs 8 --parallel 32 --max-skip 4 --expert-cache 25%
-                  -n "${SCHED_GEN:-8}" -p 8 --reps "$reps" -t "${BENCH_THREADS:-2}")
+                  -n "$gen" -p 8 --reps "$reps" -t "${BENCH_THREADS:-2}")
     echo
     echo "==== scheduler: fcfs vs regroup, medium model (random routing) ===="
     "$BUILD/bench/bench_engine" "$BUILD/bench-models/medium-q8_0.gguf" "${common[@]}"

@@ -162,6 +162,7 @@ static void req_destroy(struct eng_req *r)
     free(r->think_hold);
     free(r->detok_buf);
     free(r->pred);
+    free(r->sig);
     sampler_free(r->smp);
     free(r);
 }
@@ -634,10 +635,19 @@ static bool step(struct engine *e)
     collect_inbox(e);
     drop_canceled(e);
     while (e->n_running < sched__admit_limit(e) && e->n_waiting > 0) {
-        struct eng_req *r = e->waiting[0];
+        /* fcfs admits in arrival order; regroup may take a later request
+         * whose prompt matches a running one (regroup.c), within a bound. */
+        int32_t wi = e->sc.policy == ENG_SCHED_REGROUP ? regroup__admit_pick(e) : 0;
+        struct eng_req *r = e->waiting[wi];
         if (admit(e, r) < 0)
             break; /* no block for a copy: try again after others finish */
-        memmove(e->waiting, e->waiting + 1, (size_t)(e->n_waiting - 1) * sizeof *e->waiting);
+        for (int32_t j = 0; j < wi; j++) {
+            int32_t o = ++e->waiting[j]->overtaken;
+            if ((uint32_t)o > e->sc.st.max_admit_overtaken)
+                e->sc.st.max_admit_overtaken = (uint32_t)o;
+        }
+        e->sc.st.admit_regrouped += wi > 0;
+        memmove(e->waiting + wi, e->waiting + wi + 1, (size_t)(e->n_waiting - wi - 1) * sizeof *e->waiting);
         e->n_waiting--;
         e->running[e->n_running++] = r;
     }

@@ -128,6 +128,9 @@ struct eng_sched_stats {
     uint64_t unknown_picks;          /* regroup: sequences taken with no expert prediction yet */
     uint32_t max_wait_steps;         /* longest run of consecutive steps a sequence was passed over */
     uint32_t max_skip;               /* the bound in force */
+    uint64_t admit_regrouped;        /* regroup: requests admitted ahead of an older waiting one */
+    uint32_t max_admit_overtaken;    /* most later requests admitted ahead of one waiting request */
+    uint32_t admit_bound;            /* the bound on that (sched__admit_bound) */
     /* Distinct experts per MoE layer per step, beside what uniform routing
      * would give for the step's B tokens: N (1 - (1 - k/N)^B). */
     uint64_t layer_steps;            /* MoE layer-steps observed */

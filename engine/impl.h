@@ -48,6 +48,11 @@ struct eng_req {
     uint64_t *pred;
     bool pred_known;              /* pred holds a routing (false before its first step) */
     int32_t pred_pos;             /* pred was pre-gated for the token at this position (-1: not) */
+    /* regroup: the prompt's signature, the experts its tokens use most at
+     * every layer (top-k of pre-gating counts; regroup.c), NULL until
+     * computed; and how many later requests were admitted ahead of it. */
+    uint64_t *sig;
+    int32_t overtaken;
     struct sampler *smp;
     struct vocab_detok detok;
     char *detok_buf;
@@ -97,6 +102,9 @@ struct sched_state {
     int32_t *pg_tok;
     struct eng_req **pg_req;
     float *pg_x, *pg_xn, *pg_logits;
+    uint64_t *pg_bits;            /* parallel x n_layer x words: pre-gated experts per token */
+    uint16_t *sig_cnt;            /* n_layer x n_expert: a signature's counts */
+    int32_t admit_bound;          /* most later requests admitted ahead of a waiting one */
     struct eng_sched_stats st;
 };
 
@@ -169,5 +177,9 @@ void sched__on_route(void *ud, uint32_t layer, int32_t n_tok, int32_t k, const i
  * (those already marked form the start of the group); returns how many it
  * marked. */
 int32_t regroup__pick(struct engine *e, int32_t want);
+/* The index in e->waiting of the request to admit next (regroup policy):
+ * the one whose prompt shares most experts with a running sequence's,
+ * within the admission bound. */
+int32_t regroup__admit_pick(struct engine *e);
 
 #endif

@@ -136,33 +136,21 @@ static int64_t add_cost(const struct sched_state *sc, sched_pred_fn fn, void *ud
     return known ? c : -1;
 }
 
-/* Pre-gating of each candidate's next token (known once the last one was
- * sampled, or the next prompt token): the routers of every MoE layer applied
- * to the token's embedding, each after its layer's FFN norm, top-k per
- * layer. The residual stream drifts slowly through the layers, so the
- * embedding already says much of where the token will go (the same fact the
- * predictor's pre-gating uses one layer at a time). Replaces the last
- * token's experts as the prediction; computed once per token, for all the
- * stale candidates in one batch. */
-static void refresh_pregate(struct engine *e)
+/* Pre-gating: n tokens (n <= parallel) by their embeddings through every
+ * MoE layer's FFN norm and router, top-k per layer, into sc->pg_bits (token
+ * t's layer l at (t * n_layer + l) * words; zero at dense layers). The
+ * residual stream drifts slowly through the layers, so the embedding already
+ * says much of where a token will go (the fact the predictor's pre-gating
+ * uses one layer at a time). */
+static void pregate_tokens(struct engine *e, const int32_t *tok, int32_t n)
 {
     struct sched_state *sc = &e->sc;
     const struct model *m = e->m;
     const int64_t E = m->hp.n_embd, NE = sc->n_expert;
     const struct be_ops *ops = e->be->ops;
-    int32_t n = 0;
-    for (int32_t i = 0; i < e->n_running; i++) {
-        struct eng_req *r = e->running[i];
-        if (r->n_done >= r->n_tok || (r->pred && r->pred_pos == r->n_done))
-            continue;
-        if (!r->pred && !(r->pred = calloc((size_t)sc->n_layer * sc->words, sizeof *r->pred)))
-            continue;
-        sc->pg_tok[n] = r->tokens[r->n_done];
-        sc->pg_req[n++] = r;
-    }
-    if (n == 0)
-        return;
-    ops->get_rows(e->be, sc->pg_x, m->tok_embd.data, m->tok_embd.type, E, sc->pg_tok, n);
+    const size_t W = sc->words;
+    memset(sc->pg_bits, 0, (size_t)n * sc->n_layer * W * sizeof *sc->pg_bits);
+    ops->get_rows(e->be, sc->pg_x, m->tok_embd.data, m->tok_embd.type, E, tok, n);
     for (uint32_t l = 0; l < sc->n_layer; l++) {
         const struct model_layer *L = &m->layers[l];
         if (!L->moe)
@@ -171,8 +159,7 @@ static void refresh_pregate(struct engine *e)
         ops->matmul(e->be, sc->pg_logits, L->gate_inp.data, L->gate_inp.type, E, NE, sc->pg_xn, n);
         for (int32_t t = 0; t < n; t++) {
             const float *x = sc->pg_logits + (size_t)t * NE;
-            uint64_t *p = sc->pg_req[t]->pred + (size_t)l * sc->words;
-            memset(p, 0, sc->words * sizeof *p);
+            uint64_t *p = sc->pg_bits + ((size_t)t * sc->n_layer + l) * W;
             for (uint32_t j = 0; j < sc->k; j++) { /* k rounds of argmax: k and N are small */
                 int64_t best = -1;
                 for (int64_t x2 = 0; x2 < NE; x2++)
@@ -183,10 +170,137 @@ static void refresh_pregate(struct engine *e)
             }
         }
     }
+}
+
+/* Each candidate's prediction for the step: its next token (known once the
+ * last one was sampled, or the next prompt token) pre-gated. Replaces the
+ * last token's experts; computed once per token, for all the stale
+ * candidates in one batch. */
+static void refresh_pregate(struct engine *e)
+{
+    struct sched_state *sc = &e->sc;
+    const size_t LW = (size_t)sc->n_layer * sc->words;
+    int32_t n = 0;
+    for (int32_t i = 0; i < e->n_running; i++) {
+        struct eng_req *r = e->running[i];
+        if (r->n_done >= r->n_tok || (r->pred && r->pred_pos == r->n_done))
+            continue;
+        if (!r->pred && !(r->pred = calloc(LW, sizeof *r->pred)))
+            continue;
+        sc->pg_tok[n] = r->tokens[r->n_done];
+        sc->pg_req[n++] = r;
+    }
+    if (n == 0)
+        return;
+    pregate_tokens(e, sc->pg_tok, n);
     for (int32_t t = 0; t < n; t++) {
+        memcpy(sc->pg_req[t]->pred, sc->pg_bits + (size_t)t * LW, LW * sizeof *sc->pg_bits);
         sc->pg_req[t]->pred_pos = sc->pg_req[t]->n_done;
         sc->pg_req[t]->pred_known = true;
     }
+}
+
+/* ---- admission ---- */
+
+/* Prompt tokens a signature samples (evenly spread over the prompt). */
+#define REGROUP_SIG_TOKENS 32
+
+/* r's signature: at every layer, the k experts its sampled prompt tokens
+ * pre-gate to most often (ties to the lower id). What a request is about
+ * decides its experts for many tokens (topic), so requests with similar
+ * signatures keep sharing experts as they decode. -ENOMEM leaves it NULL. */
+static void compute_sig(struct engine *e, struct eng_req *r)
+{
+    struct sched_state *sc = &e->sc;
+    const size_t W = sc->words, LW = (size_t)sc->n_layer * W;
+    const uint32_t NE = sc->n_expert;
+    if (!(r->sig = calloc(LW, sizeof *r->sig)))
+        return;
+    if (sc->pred_fn) { /* a prediction hook knows better (tests install one) */
+        for (uint32_t l = 0; l < sc->n_layer; l++) {
+            const uint64_t *p = sc->pred_fn(sc->pred_ud, r, l);
+            if (p)
+                memcpy(r->sig + (size_t)l * W, p, W * sizeof *p);
+        }
+        return;
+    }
+    const int32_t np = r->n_prompt > 0 ? r->n_prompt : r->n_tok;
+    const int32_t m = np < REGROUP_SIG_TOKENS ? np : REGROUP_SIG_TOKENS;
+    const int32_t P = e->p.parallel;
+    memset(sc->sig_cnt, 0, (size_t)sc->n_layer * NE * sizeof *sc->sig_cnt);
+    for (int32_t c0 = 0; c0 < m; c0 += P) {
+        const int32_t n = m - c0 < P ? m - c0 : P;
+        for (int32_t i = 0; i < n; i++)
+            sc->pg_tok[i] = r->tokens[(int64_t)(c0 + i) * np / m];
+        pregate_tokens(e, sc->pg_tok, n);
+        for (int32_t t = 0; t < n; t++)
+            for (uint32_t l = 0; l < sc->n_layer; l++) {
+                const uint64_t *p = sc->pg_bits + ((size_t)t * sc->n_layer + l) * W;
+                for (uint32_t x = 0; x < NE; x++)
+                    sc->sig_cnt[(size_t)l * NE + x] += (uint16_t)(p[x / 64] >> (x % 64) & 1);
+            }
+    }
+    for (uint32_t l = 0; l < sc->n_layer; l++) {
+        const uint16_t *c = sc->sig_cnt + (size_t)l * NE;
+        uint64_t *p = r->sig + (size_t)l * W;
+        for (uint32_t j = 0; j < sc->k; j++) {
+            int64_t best = -1;
+            for (uint32_t x = 0; x < NE; x++)
+                if (c[x] && !(p[x / 64] >> (x % 64) & 1) && (best < 0 || c[x] > c[best]))
+                    best = x;
+            if (best >= 0)
+                p[best / 64] |= 1ull << (best % 64);
+        }
+    }
+}
+
+static int64_t sig_overlap(const struct sched_state *sc, const uint64_t *a, const uint64_t *b)
+{
+    int64_t o = 0;
+    for (size_t w = 0; w < (size_t)sc->n_layer * sc->words; w++)
+        o += __builtin_popcountll(a[w] & b[w]);
+    return o;
+}
+
+int32_t regroup__admit_pick(struct engine *e)
+{
+    struct sched_state *sc = &e->sc;
+    /* Arrival order where the bound or a preemption says so, or where there
+     * is nothing to group with. A preempted request (started before) goes
+     * back first, as under fcfs. */
+    struct eng_req *head = e->waiting[0];
+    if ((!sc->pg_tok && !sc->pred_fn) || e->n_waiting == 1 || e->n_running == 0 || head->t_start != 0 ||
+        head->overtaken >= sc->admit_bound)
+        return 0;
+    /* The candidates: the oldest waiting requests, two running sets' worth
+     * (a signature costs REGROUP_SIG_TOKENS pre-gated tokens, once). */
+    int32_t nc = e->n_waiting < 2 * sc->admit_limit ? e->n_waiting : 2 * sc->admit_limit;
+    int32_t best = 0;
+    int64_t best_o = -1;
+    for (int32_t j = 0; j < nc; j++) {
+        struct eng_req *w = e->waiting[j];
+        if (w->t_start != 0)
+            break; /* never overtake a preempted request */
+        if (!w->sig)
+            compute_sig(e, w);
+        if (!w->sig)
+            continue;
+        int64_t o = 0;
+        for (int32_t i = 0; i < e->n_running; i++) {
+            struct eng_req *r = e->running[i];
+            if (!r->sig)
+                compute_sig(e, r);
+            if (r->sig) {
+                int64_t x = sig_overlap(sc, w->sig, r->sig);
+                o = x > o ? x : o;
+            }
+        }
+        if (o > best_o) { /* ties to the older */
+            best_o = o;
+            best = j;
+        }
+    }
+    return best;
 }
 
 int32_t regroup__pick(struct engine *e, int32_t want)

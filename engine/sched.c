@@ -53,6 +53,10 @@ int sched__init(struct sched_batch *b, struct engine *e)
     int64_t lim = (int64_t)sc->step_seqs * ((int64_t)sc->max_skip + 1);
     sc->admit_limit = lim < e->p.parallel ? (int32_t)lim : e->p.parallel;
     sc->st.max_skip = (uint32_t)sc->max_skip;
+    /* A waiting request may see at most one running set's worth of later
+     * requests admitted ahead of it (regroup admission, regroup.c). */
+    sc->admit_bound = sc->admit_limit;
+    sc->st.admit_bound = (uint32_t)sc->admit_bound;
     sc->n_layer = e->m->hp.n_layer;
     sc->n_expert = e->m->hp.n_expert;
     sc->k = e->m->hp.n_expert_used;
@@ -70,7 +74,10 @@ int sched__init(struct sched_batch *b, struct engine *e)
         sc->pg_x = malloc(P * E * sizeof(float));
         sc->pg_xn = malloc(P * E * sizeof(float));
         sc->pg_logits = malloc(P * sc->n_expert * sizeof(float));
-        if (!sc->pg_tok || !sc->pg_req || !sc->pg_x || !sc->pg_xn || !sc->pg_logits) {
+        sc->pg_bits = malloc(P * LW * sizeof *sc->pg_bits);
+        sc->sig_cnt = malloc((size_t)sc->n_layer * sc->n_expert * sizeof *sc->sig_cnt);
+        if (!sc->pg_tok || !sc->pg_req || !sc->pg_x || !sc->pg_xn || !sc->pg_logits || !sc->pg_bits ||
+            !sc->sig_cnt) {
             sched__free(b, e);
             return -ENOMEM;
         }
@@ -104,6 +111,10 @@ void sched__free(struct sched_batch *b, struct engine *e)
     free(sc->pg_x);
     free(sc->pg_xn);
     free(sc->pg_logits);
+    free(sc->pg_bits);
+    free(sc->sig_cnt);
+    sc->pg_bits = NULL;
+    sc->sig_cnt = NULL;
     sc->pg_tok = NULL;
     sc->pg_req = NULL;
     sc->pg_x = sc->pg_xn = sc->pg_logits = NULL;

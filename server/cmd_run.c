@@ -627,6 +627,9 @@ int srv_cmd_run(int argc, char **argv)
         cJSON_AddNumberToObject(sc, "forced", (double)ss->forced);
         cJSON_AddNumberToObject(sc, "unknown_picks", (double)ss->unknown_picks);
         cJSON_AddNumberToObject(sc, "max_wait_steps", ss->max_wait_steps);
+        cJSON_AddNumberToObject(sc, "admit_regrouped", (double)ss->admit_regrouped);
+        cJSON_AddNumberToObject(sc, "max_admit_overtaken", ss->max_admit_overtaken);
+        cJSON_AddNumberToObject(sc, "admit_bound", ss->admit_bound);
         cJSON_AddNumberToObject(sc, "moe_layer_steps", (double)ss->layer_steps);
         cJSON_AddNumberToObject(sc, "distinct_experts_per_layer_step",
                                 ss->layer_steps ? (double)ss->distinct_sum / (double)ss->layer_steps : 0.0);

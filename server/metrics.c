@@ -225,6 +225,14 @@ static void scheduler(struct out *o, const struct eng_metrics *em)
           x->max_wait_steps);
     gauge(o, "moed_sched_max_skip", "The bound on consecutive steps a runnable sequence may be passed over.",
           x->max_skip);
+    counter(o, "moed_sched_admit_regrouped_total",
+            "Requests regroup admitted ahead of an older waiting request (their prompts matched a running one).",
+            (double)x->admit_regrouped);
+    gauge(o, "moed_sched_max_admit_overtaken",
+          "Most later requests admitted ahead of one waiting request (bounded by moed_sched_admit_bound).",
+          x->max_admit_overtaken);
+    gauge(o, "moed_sched_admit_bound", "The bound on later requests admitted ahead of a waiting one.",
+          x->admit_bound);
     head(o, "moed_sched_distinct_experts", "histogram", "Distinct experts per MoE layer per step.");
     uint64_t cum = 0;
     for (int i = 0; i < ENG_DISTINCT_BUCKETS - 1; i++) {

@@ -11,6 +11,10 @@
  *     prediction hook), measured from outside the scheduler: the step number
  *     at which each token arrives (read in the notify callback) gives every
  *     sequence's consecutive skips;
+ *   - regroup's admission (a later waiting request whose prompt matches a
+ *     running one goes first) keeps its bound: under an adversarial mix a
+ *     request that matches nobody is overtaken by at most admit_bound later
+ *     requests, counted from the admission order of every request;
  *   - regroup activates fewer distinct experts per step than fcfs on the
  *     trained model (real routing structure; skipped when it is absent).
  */
@@ -76,8 +80,14 @@ static bool drain(struct eng_req *r, struct result *res)
 static void run_many(struct engine *e, int n, int32_t **prompts, const int *lens,
                      const struct eng_req_params *rps, struct result *res)
 {
-    struct test_waiter w;
-    test_waiter_init(&w);
+    /* Static: the quiescing request below may be notified once more after
+     * its DONE was drained (the same race), even after the engine is gone. */
+    static struct test_waiter w;
+    static bool w_init;
+    if (!w_init) {
+        test_waiter_init(&w);
+        w_init = true;
+    }
     struct eng_req **reqs = calloc((size_t)n, sizeof *reqs);
     struct note *notes = calloc((size_t)n, sizeof *notes);
     bool *done = calloc((size_t)n, sizeof *done);
@@ -96,6 +106,18 @@ static void run_many(struct engine *e, int n, int32_t **prompts, const int *lens
                 left--;
             }
     }
+    /* A step notifies its requests one after another, so the drain above
+     * may have seen a request's DONE before the engine called its notify:
+     * one more request, run to its end, is notified in a later step, after
+     * which no notify of these requests is still to come. */
+    struct eng_req_params qp = eng_req_params_default();
+    qp.max_tokens = 1;
+    struct result qr = {0};
+    struct eng_req *q;
+    ASSERT_OK(eng_submit(e, prompts[0], 1, &qp, test_waiter_notify, &w, &q));
+    while (!drain(q, &qr))
+        test_waiter_wait(&w, 60);
+    eng_release(q);
     for (int i = 0; i < n; i++) {
         eng_release(reqs[i]);
         /* Every notification after the first carries one new token (the
@@ -112,8 +134,7 @@ static void run_many(struct engine *e, int n, int32_t **prompts, const int *lens
     free(reqs);
     free(notes);
     free(done);
-    test_waiter_destroy(&w);
-}
+    }
 
 static struct engine *mk_engine(const char *path, int parallel, int step_seqs, enum eng_sched pol, int max_skip,
                                 const char *xcache)
@@ -195,6 +216,8 @@ static void check_identity(const char *xcache)
     eng_free(e);
     assert_true(mf.sched.steps_chosen > 0 && mr.sched.steps_chosen > 0); /* the policies had choices */
     assert_true(mr.sched.steps_regroup > 0 && mr.sched.steps_fcfs == 0);
+    /* 24 requests for 16 places: regroup chose whom to admit too */
+    assert_true(mr.sched.admit_regrouped > 0 && mf.sched.admit_regrouped == 0);
     assert_true(mf.sched.max_wait_steps <= 3 && mr.sched.max_wait_steps <= 3);
     for (int i = 0; i < N; i++) {
         assert_int_equal(alone[i].err, 0);
@@ -302,6 +325,132 @@ static void test_fairness_fcfs(void **state)
     check_fairness(ENG_SCHED_FCFS, 3);
 }
 
+/* ---- the admission bound ---- */
+
+/* The gate: a request whose first notification holds the engine thread
+ * (notify runs on it, outside the engine's lock) until the test has
+ * submitted everything, so that the waiting queue holds every choice at the
+ * next admission whatever the timing. */
+struct gate {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool entered, released;
+    struct test_waiter *w;
+};
+
+static void gate_notify(void *ud)
+{
+    struct gate *g = ud;
+    pthread_mutex_lock(&g->mu);
+    if (!g->entered) {
+        g->entered = true;
+        pthread_cond_broadcast(&g->cv);
+        while (!g->released)
+            pthread_cond_wait(&g->cv, &g->mu);
+    }
+    pthread_mutex_unlock(&g->mu);
+    test_waiter_notify(g->w);
+}
+
+/* Request 0 matches nobody (the adversary above); every later request
+ * matches the running ones, so regroup admits them first until the bound
+ * makes request 0 next. Overtakes are counted from the admission order the
+ * engine gave each request (eng_req.admit_order; nothing is preempted here:
+ * the pool holds every admitted sequence). */
+static void test_admit_bound(void **state)
+{
+    (void)state;
+    enum { N = 40, P = 8, S = 4, MAX_SKIP = 1 };
+    int32_t *prompts[N + 1];
+    int lens[N + 1];
+    struct eng_req_params rps[N + 1];
+    make_prompts(prompts, lens, N + 1, 91, 400);
+    make_params(rps, N + 1, 6);
+    for (int i = 0; i <= N; i++)
+        if (prompts[i][0] == OUTLIER_TOK)
+            prompts[i][0] = OUTLIER_TOK - 1;
+    prompts[0][0] = OUTLIER_TOK; /* prompts[N] is the gate's */
+    struct engine *e = mk_engine(test_model_path("qwen3moe-tiny-q8_0"), P, S, ENG_SCHED_REGROUP, MAX_SKIP, NULL);
+    memset(g_common, 0, sizeof g_common);
+    memset(g_odd, 0, sizeof g_odd);
+    for (uint32_t x = 0; x < e->sc.n_expert; x++) {
+        if (x < e->sc.k)
+            g_common[x / 64] |= 1ull << (x % 64);
+        else
+            g_odd[x / 64] |= 1ull << (x % 64);
+    }
+    e->sc.pred_fn = adversary;
+    e->sc.pred_ud = NULL;
+    const int32_t bound = e->sc.admit_bound;
+    assert_int_equal(bound, P); /* one running set: min(P, S * (MAX_SKIP + 1)) */
+    struct test_waiter w;
+    test_waiter_init(&w);
+    struct gate g = {.w = &w};
+    pthread_mutex_init(&g.mu, NULL);
+    pthread_cond_init(&g.cv, NULL);
+    struct eng_req *reqs[N + 1];
+    static struct result res[N + 1];
+    uint64_t order[N];
+    ASSERT_OK(eng_submit(e, prompts[N], lens[N], &rps[N], gate_notify, &g, &reqs[N]));
+    pthread_mutex_lock(&g.mu);
+    while (!g.entered)
+        pthread_cond_wait(&g.cv, &g.mu);
+    pthread_mutex_unlock(&g.mu);
+    for (int i = 0; i < N; i++)
+        ASSERT_OK(eng_submit(e, prompts[i], lens[i], &rps[i], test_waiter_notify, &w, &reqs[i]));
+    pthread_mutex_lock(&g.mu);
+    g.released = true;
+    pthread_cond_broadcast(&g.cv);
+    pthread_mutex_unlock(&g.mu);
+    int left = N + 1;
+    bool done[N + 1];
+    memset(done, 0, sizeof done);
+    memset(res, 0, sizeof res);
+    while (left > 0) {
+        test_waiter_wait(&w, 60);
+        for (int i = 0; i <= N; i++)
+            if (!done[i] && drain(reqs[i], &res[i])) {
+                done[i] = true;
+                left--;
+            }
+    }
+    for (int i = 0; i <= N; i++) {
+        if (i < N)
+            order[i] = reqs[i]->admit_order;
+        eng_release(reqs[i]);
+    }
+    struct eng_metrics m;
+    eng_get_metrics(e, &m);
+    eng_free(e);
+    test_waiter_destroy(&w);
+    pthread_mutex_destroy(&g.mu);
+    pthread_cond_destroy(&g.cv);
+    int worst = 0;
+    for (int i = 0; i <= N; i++) {
+        assert_int_equal(res[i].err, 0);
+        assert_int_equal(res[i].n, rps[i].max_tokens);
+    }
+    for (int i = 0; i < N; i++) {
+        int over = 0;
+        for (int j = i + 1; j < N; j++)
+            over += order[j] < order[i];
+        if (over > bound)
+            fail_msg("request %d was overtaken by %d later requests at admission (bound %d)", i, over, bound);
+        worst = over > worst ? over : worst;
+    }
+    /* The outlier waited as long as the bound allows, not until every
+     * matching request had gone in (N - 1 of them); the engine agrees. */
+    int over0 = 0;
+    for (int j = 1; j < N; j++)
+        over0 += order[j] < order[0];
+    print_message("outlier overtaken by %d (bound %d), worst %d, admitted out of order %llu\n", over0, bound, worst,
+                  (unsigned long long)m.sched.admit_regrouped);
+    assert_int_equal(over0, bound);
+    assert_true(m.sched.max_admit_overtaken == (uint32_t)worst && m.sched.admit_bound == (uint32_t)bound);
+    for (int i = 0; i <= N; i++)
+        free(prompts[i]);
+}
+
 /* ---- fewer distinct experts on a model with routing structure ---- */
 
 static void test_fewer_experts(void **state)
@@ -372,6 +521,7 @@ int main(void)
         cmocka_unit_test(test_identity_store),
         cmocka_unit_test(test_fairness_regroup),
         cmocka_unit_test(test_fairness_fcfs),
+        cmocka_unit_test(test_admit_bound),
         cmocka_unit_test(test_fewer_experts),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
