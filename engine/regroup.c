@@ -14,10 +14,21 @@
  * sequence with no prediction yet (a prompt before its first chunk) counts
  * as overlapping nothing. Ties go to the longer-waiting, then older one.
  *
- * Predictions: by default temporal locality, the experts the sequence's
- * last computed token used at every layer (recorded here from the forward
- * pass's route observer into eng_req.pred); sched_state.pred_fn lets the
- * predictor supply better ones.
+ * Predictions: each candidate's next token (the next prompt token, or the
+ * one just sampled) pre-gated through every layer's router (refresh_pregate),
+ * which overwrites what the route observer records in eng_req.pred (the
+ * experts the sequence's last computed token used: the fallback).
+ * sched_state.pred_fn lets the predictor (or a test) supply others.
+ *
+ * Admission: when more requests wait than there are places, regroup admits
+ * first the waiting request whose prompt signature (the experts its tokens
+ * pre-gate to most often, per layer) shares most experts with a running
+ * sequence's. What a request is about decides its experts for many tokens,
+ * so requests admitted together keep forming cheap steps: on the planted
+ * model the running set holds a few topics with several requests each
+ * instead of one request of every topic. Bound: a waiting request sees at
+ * most admit_bound (one running set) later requests admitted ahead of it; a
+ * preempted request goes back first, as under fcfs.
  *
  * Invariant: everything here runs on the engine thread; the observer runs
  * inside fwd_decode of the batch sched__build formed (e->batch), whose

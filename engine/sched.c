@@ -14,6 +14,9 @@
  *   2. The policy fills the rest: fcfs takes decoding sequences, then
  *      prompts, in admission order; regroup (regroup.c) takes the sequences
  *      whose predicted experts overlap the group most.
+ * Admission (engine.c) is in arrival order under fcfs; under regroup a
+ * later request may go first when its prompt matches a running sequence,
+ * at most admit_bound later requests ahead of any waiting one (regroup.c).
  * Then tokens: one per chosen decoding sequence, and the chosen prompts
  * share what is left of the step's token budget (engine.batch_tokens) in
  * admission order, each at least one token.

@@ -416,6 +416,94 @@ static int add_docs(struct trace *t, const struct vocab *v, const char *dir, con
     return got;
 }
 
+/* ---- topic persistence (--plant-topic-persist) ---- */
+
+/* Greedy generation from a prompt of one topic: the share of generated
+ * tokens that belong to the prompt's topic. */
+static double on_topic_share(const char *path)
+{
+    enum { PROMPT = 8, GEN = 16, CTX = PROMPT + GEN };
+    char err[512];
+    struct model *m = NULL;
+    if (model_load(&m, path, NULL, err, sizeof err) < 0)
+        fail_msg("model_load: %s", err);
+    struct be_cpu_params cp = {.n_threads = 2};
+    struct be *be = NULL;
+    struct fwd *f = NULL;
+    struct fwd_params fp = {.n_tok_max = CTX, .n_ctx = 32, .kv_blocks = 2, .kv_block_size = 16,
+                            .kv_type = BE_TYPE_F32};
+    ASSERT_OK(be_cpu_init(&be, &cp));
+    ASSERT_OK(fwd_init(&f, m, be, &fp));
+    const int64_t V = m->hp.n_vocab;
+    float *logits = malloc((size_t)V * sizeof(float));
+    int32_t tab[2] = {0, 1}, pos[CTX], toks[CTX];
+    const int32_t *tabs[CTX];
+    for (int i = 0; i < CTX; i++)
+        pos[i] = i, tabs[i] = tab;
+    uint64_t rs = 555;
+    int on = 0, n = 0;
+    for (int d = 0; d < 2 * N_TOPICS; d++) {
+        const uint32_t topic = (uint32_t)(d % N_TOPICS);
+        for (int i = 0; i < PROMPT; i++) {
+            int32_t v;
+            do
+                v = (int32_t)(test_rand_u64(&rs) % (uint64_t)V);
+            while (plant_topic_of((uint32_t)v, N_TOPICS) != topic);
+            toks[i] = v;
+        }
+        int32_t oidx[1] = {PROMPT - 1};
+        struct fwd_batch b = {.n_tok = PROMPT, .tok = toks, .pos = pos, .block_tab = tabs, .n_out = 1,
+                              .out_idx = oidx};
+        ASSERT_OK(fwd_decode(f, &b, logits));
+        for (int g = 0; g < GEN; g++) {
+            int32_t best = 0;
+            for (int64_t v = 1; v < V; v++)
+                if (logits[v] > logits[best])
+                    best = (int32_t)v;
+            on += plant_topic_of((uint32_t)best, N_TOPICS) == topic;
+            n++;
+            toks[PROMPT + g] = best;
+            if (g + 1 == GEN)
+                break;
+            int32_t o1[1] = {0};
+            struct fwd_batch b1 = {.n_tok = 1, .tok = toks + PROMPT + g, .pos = pos + PROMPT + g,
+                                   .block_tab = tabs, .n_out = 1, .out_idx = o1};
+            ASSERT_OK(fwd_decode(f, &b1, logits));
+        }
+    }
+    free(logits);
+    fwd_free(f);
+    be_free(be);
+    model_free(m);
+    return (double)on / n;
+}
+
+/* Without persistence a generated token's topic is about anyone's (1/16);
+ * with it, generations stay on their prompt's topic. */
+static void test_topic_persist(void **state)
+{
+    (void)state;
+    snprintf(g_dir, sizeof g_dir, "/tmp/moed-planted-XXXXXX");
+    assert_non_null(mkdtemp(g_dir));
+    mk("planted", "--plant");
+    mk("persist", "--plant --plant-topic-persist 1");
+    char p0[128], p1[128];
+    snprintf(p0, sizeof p0, "%s/planted.gguf", g_dir);
+    snprintf(p1, sizeof p1, "%s/persist.gguf", g_dir);
+    double s0 = on_topic_share(p0), s1 = on_topic_share(p1);
+    printf("generated tokens on the prompt's topic: --plant %.3f, --plant-topic-persist 1 %.3f (chance %.3f)\n",
+           s0, s1, 1.0 / N_TOPICS);
+    assert_true(s0 < 0.25);
+    assert_true(s1 > 0.6);
+    /* a bad knob is refused with a message, not written */
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "%s/mkmodel --arch qwen3moe --preset tiny --type f16 --plant-topic-persist 1 "
+                              "-o %s/bad.gguf 2>/dev/null", test_build_dir(), g_dir);
+    assert_int_not_equal(system(cmd), 0);
+    snprintf(cmd, sizeof cmd, "%s/bad.gguf", g_dir);
+    assert_int_not_equal(access(cmd, F_OK), 0);
+}
+
 static void test_compare_real(void **state)
 {
     (void)state;
@@ -465,6 +553,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_planted_structure, teardown),
+        cmocka_unit_test_teardown(test_topic_persist, teardown),
         cmocka_unit_test(test_compare_real),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
