@@ -515,6 +515,13 @@ static void kp_pack_q6_k(const void *vw, size_t wrow, int n_rows, int64_t n, voi
     }
 }
 
+HOT uint16_t ld16(const void *p)
+{
+    uint16_t v;
+    memcpy(&v, p, 2);
+    return v;
+}
+
 HOT int32_t ld32(const void *p)
 {
     int32_t v;
@@ -728,6 +735,289 @@ static void q8gemm(int64_t n, const void *vpk, const void *vy, size_t ys, int n_
         _mm512_mask_storeu_ps(s + (size_t)t * ss, m, _mm512_add_ps(r, _mm512_load_ps(tail)));
     }
 }
+
+/* ---- K-quant small batches on the rows as stored ----
+ *
+ * For a few tokens per weight row (a MoE expert at a 16-sequence decode step
+ * serves 2 or 3) the panel GEMM's pack, an unpack + 16 x 16 transpose +
+ * store per 64 values of every row, costs several times its run, and the
+ * dot kernels pay a scale multiply per 32 values per token. Here 4 rows are
+ * decoded together straight into registers, row r in 128-bit lane r (16
+ * bytes of each row at the same offset, loaded with inserts: no transpose),
+ * and one vpdpbusd against the token's 16 activation bytes broadcast to the
+ * 4 lanes adds 4 products per int32 lane. A lane's sum over one sub-block
+ * (Q4_K: 2 vpdpbusd, at most 8 * 15 * 128 in magnitude; Q6_K: 1, at most
+ * 4 * 63 * 128) fits in int16, so the sums of two sub-blocks are packed
+ * (vpackssdw, never saturating) and scaled by one vpdpwssd with their two
+ * scales. Each super-block's S (and M) is therefore the same exact integer
+ * as in the dot kernels, and the float steps per (row, token) are the
+ * canonical ones (dot_avx2.c), lane (row, token) of one register: the same
+ * bits as dot[t] of the same table, whatever n_y and however the rows are
+ * grouped. Rows are prefetched RW_PF_GROUPS groups ahead, a slice per
+ * super-block, so that the loads overlap the arithmetic. */
+
+/* 4-row groups ahead whose bytes are prefetched while one is computed. */
+#ifndef RW_PF_GROUPS
+#define RW_PF_GROUPS 2
+#endif
+/* Tokens per decoded row group: 8 keeps the per-token sums in registers. */
+#define RW_NY 8
+
+/* 16 bytes at offset off of the 4 rows at p, p + w1, p + w2, p + w3:
+ * row r in 128-bit lane r. */
+HOT __m512i rw_load4(const uint8_t *p, size_t w1, size_t w2, size_t w3, size_t off)
+{
+    __m512i v = _mm512_castsi128_si512(loadu128(p + off));
+    v = _mm512_inserti32x4(v, loadu128(p + w1 + off), 1);
+    v = _mm512_inserti32x4(v, loadu128(p + w2 + off), 2);
+    return _mm512_inserti32x4(v, loadu128(p + w3 + off), 3);
+}
+
+/* r[t] lanes (row q, j): the 4 int32 partial sums of row q, token t ->
+ * lanes (row q, t): their totals, for the tokens t0..t0+3 (0 past ny). */
+HOT __m512i rw_reduce(const __m512i r[RW_NY], const int t0, const int ny)
+{
+    const __m512i z = _mm512_setzero_si512();
+    const __m512i a = r[t0], b = ny > t0 + 1 ? r[t0 + 1] : z, c = ny > t0 + 2 ? r[t0 + 2] : z,
+                  d = ny > t0 + 3 ? r[t0 + 3] : z;
+    const __m512i ab = _mm512_add_epi32(_mm512_unpacklo_epi32(a, b), _mm512_unpackhi_epi32(a, b));
+    const __m512i cd = _mm512_add_epi32(_mm512_unpacklo_epi32(c, d), _mm512_unpackhi_epi32(c, d));
+    return _mm512_add_epi32(_mm512_unpacklo_epi64(ab, cd), _mm512_unpackhi_epi64(ab, cd));
+}
+
+/* Super-block scales of the tokens t0..t0+3, lane (row q, t) = y_t d. */
+HOT __m512 rw_yd(const struct block_q8_K *const y[RW_NY], int64_t i, const int t0, const int ny)
+{
+    return _mm512_broadcast_f32x4(_mm_setr_ps(y[t0][i].d, ny > t0 + 1 ? y[t0 + 1][i].d : 0.0f,
+                                              ny > t0 + 2 ? y[t0 + 2][i].d : 0.0f,
+                                              ny > t0 + 3 ? y[t0 + 3][i].d : 0.0f));
+}
+
+/* Lane (row q, t) of v[t0 / 4] to s[t * ss + q] for t < ny, q < nr. */
+HOT void rw_store(const __m512 *v, float *s, size_t ss, const int ny, int nr)
+{
+    _Alignas(64) float o[RW_NY / 4][16];
+    UNROLL
+    for (int g = 0; g < (ny + 3) / 4; g++)
+        _mm512_store_ps(o[g], v[g]);
+    for (int q = 0; q < nr; q++)
+        UNROLL
+        for (int t = 0; t < ny; t++)
+            s[(size_t)t * ss + q] = o[t / 4][4 * q + t % 4];
+}
+
+/* Prefetch slice i of nb of the bytes [p, p + len). */
+HOT void rw_prefetch(const uint8_t *p, size_t len, int64_t i, int64_t nb)
+{
+    const size_t a = (size_t)i * len / (size_t)nb & ~(size_t)63, b = (size_t)(i + 1) * len / (size_t)nb;
+    for (size_t o = a; o < b; o += 64)
+        __builtin_prefetch(p + o, 0, 3);
+}
+
+/* Q4_K: 4 rows (nr of them real: the others repeat row 0 and are not
+ * stored) against ny tokens. pf/pf_len: bytes to prefetch meanwhile. */
+HOT void rw_q4_k_body(int64_t n, const uint8_t *w, size_t ws, int nr, const uint8_t *vy, size_t ys,
+                      const int ny, float *s, size_t ss, const uint8_t *pf, size_t pf_len)
+{
+    const struct block_q8_K *y[RW_NY];
+    UNROLL
+    for (int t = 0; t < ny; t++)
+        y[t] = (const struct block_q8_K *)(const void *)(vy + (size_t)t * ys);
+    /* Row 0 is read again in place of missing rows. */
+    const size_t w1 = nr > 1 ? ws : 0, w2 = nr > 2 ? 2 * ws : 0, w3 = nr > 3 ? 3 * ws : 0;
+    const int64_t nb = n / QK_K;
+    const __m512i m4 = _mm512_set1_epi8(0x0f);
+    /* pshufb patterns of the decoded scale bytes (sc 0-7, min 8-15) to int16 */
+    __m512i scx[4];
+    UNROLL
+    for (int p = 0; p < 4; p++)
+        scx[p] = _mm512_broadcast_i32x4(_mm_setr_epi8((char)(2 * p), -1, (char)(2 * p), -1, (char)(2 * p), -1,
+                                                      (char)(2 * p), -1, (char)(2 * p + 1), -1, (char)(2 * p + 1),
+                                                      -1, (char)(2 * p + 1), -1, (char)(2 * p + 1), -1));
+    const __m512i mxa = _mm512_broadcast_i32x4(_mm_setr_epi8(8, -1, 8, -1, 9, -1, 9, -1, 10, -1, 10, -1, 11, -1, 11, -1));
+    const __m512i mxb = _mm512_broadcast_i32x4(_mm_setr_epi8(12, -1, 12, -1, 13, -1, 13, -1, 14, -1, 14, -1, 15, -1, 15, -1));
+    const __m512i sh = _mm512_setr_epi32(0, 0, 0, 4, 0, 0, 0, 4, 0, 0, 0, 4, 0, 0, 0, 4);
+    __m512 acc[RW_NY / 4], accm[RW_NY / 4];
+    UNROLL
+    for (int g = 0; g < (ny + 3) / 4; g++)
+        acc[g] = accm[g] = _mm512_setzero_ps();
+    for (int64_t i = 0; i < nb; i++) { /* hot */
+        const uint8_t *x0 = w + (size_t)i * sizeof(struct block_q4_K);
+        if (pf)
+            rw_prefetch(pf, pf_len, i, nb);
+        /* k4_scales_decode() of the 4 rows: lane dwords u0 u1 u2 (the 12
+         * scale bytes; the 4 after them are the first qs bytes) ->
+         * sc 0-3, sc 4-7, min 0-3, min 4-7. */
+        __m512i sv = _mm512_castsi128_si512(loadu128(x0 + 4));
+        sv = _mm512_inserti32x4(sv, loadu128(x0 + w1 + 4), 1);
+        sv = _mm512_inserti32x4(sv, loadu128(x0 + w2 + 4), 2);
+        sv = _mm512_inserti32x4(sv, loadu128(x0 + w3 + 4), 3);
+        const __m512i A = _mm512_srlv_epi32(_mm512_shuffle_epi32(sv, (_MM_PERM_ENUM)0x98 /* 0 2 1 2 */), sh);
+        const __m512i B = _mm512_shuffle_epi32(sv, (_MM_PERM_ENUM)0x50 /* 0 0 1 1 */);
+        const __m512i r02 = _mm512_and_si512(A, _mm512_set1_epi32(0x3f3f3f3f));
+        const __m512i r13 = _mm512_or_si512(_mm512_and_si512(A, _mm512_set1_epi32(0x0f0f0f0f)),
+                                            _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(B, 6),
+                                                                               _mm512_set1_epi32(0x03030303)), 4));
+        const __m512i scm = _mm512_mask_blend_epi32(0xaaaa, r02, r13);
+        __m512i S[RW_NY], M[RW_NY];
+        UNROLL
+        for (int t = 0; t < ny; t++) {
+            const __m512i bA = _mm512_broadcast_i32x4(loadu128(y[t][i].bsums));
+            const __m512i bB = _mm512_broadcast_i32x4(loadu128(y[t][i].bsums + 8));
+            M[t] = _mm512_dpwssd_epi32(_mm512_dpwssd_epi32(_mm512_setzero_si512(), _mm512_shuffle_epi8(scm, mxa), bA),
+                                       _mm512_shuffle_epi8(scm, mxb), bB);
+            S[t] = _mm512_setzero_si512();
+        }
+        UNROLL
+        for (int p = 0; p < 4; p++) {
+            const size_t o = offsetof(struct block_q4_K, qs) + 32 * (size_t)p;
+            const __m512i v0 = rw_load4(x0, w1, w2, w3, o), v1 = rw_load4(x0, w1, w2, w3, o + 16);
+            const __m512i l0 = _mm512_and_si512(v0, m4), h0 = _mm512_and_si512(_mm512_srli_epi16(v0, 4), m4);
+            const __m512i l1 = _mm512_and_si512(v1, m4), h1 = _mm512_and_si512(_mm512_srli_epi16(v1, 4), m4);
+            const __m512i scp = _mm512_shuffle_epi8(scm, scx[p]);
+            UNROLL
+            for (int t = 0; t < ny; t++) {
+                const int8_t *q8 = y[t][i].qs + 64 * p;
+                __m512i a = _mm512_dpbusd_epi32(_mm512_setzero_si512(), l0, _mm512_broadcast_i32x4(loadu128(q8)));
+                a = _mm512_dpbusd_epi32(a, l1, _mm512_broadcast_i32x4(loadu128(q8 + 16)));
+                __m512i b = _mm512_dpbusd_epi32(_mm512_setzero_si512(), h0, _mm512_broadcast_i32x4(loadu128(q8 + 32)));
+                b = _mm512_dpbusd_epi32(b, h1, _mm512_broadcast_i32x4(loadu128(q8 + 48)));
+                S[t] = _mm512_dpwssd_epi32(S[t], _mm512_packs_epi32(a, b), scp);
+            }
+        }
+        /* d, dmin of the 4 rows -> lanes (row q, t) */
+        const __m128i dh = _mm_setr_epi32((int)ld32(x0), (int)ld32(x0 + w1), (int)ld32(x0 + w2), (int)ld32(x0 + w3));
+        const __m512 dd = _mm512_castps256_ps512(_mm256_cvtph_ps(dh)); /* d0 dmin0 d1 dmin1 ... */
+        const __m512i di = _mm512_setr_epi32(0, 0, 0, 0, 2, 2, 2, 2, 4, 4, 4, 4, 6, 6, 6, 6);
+        const __m512 dv = _mm512_permutexvar_ps(di, dd);
+        const __m512 dmv = _mm512_permutexvar_ps(_mm512_add_epi32(di, _mm512_set1_epi32(1)), dd);
+        UNROLL
+        for (int g = 0; g < (ny + 3) / 4; g++) {
+            const __m512 yd = rw_yd(y, i, 4 * g, ny);
+            acc[g] = _mm512_fmadd_ps(_mm512_mul_ps(dv, yd), _mm512_cvtepi32_ps(rw_reduce(S, 4 * g, ny)), acc[g]);
+            accm[g] = _mm512_fmadd_ps(_mm512_mul_ps(dmv, yd), _mm512_cvtepi32_ps(rw_reduce(M, 4 * g, ny)), accm[g]);
+        }
+    }
+    UNROLL
+    for (int g = 0; g < (ny + 3) / 4; g++)
+        acc[g] = _mm512_sub_ps(acc[g], accm[g]);
+    rw_store(acc, s, ss, ny, nr);
+}
+
+/* Q6_K: 4 rows (as in Q4_K) against ny tokens. In half h, the 16 bytes u
+ * of ql (0-3) give values 16u.. (low nibbles, sub-block 8h + u) and
+ * 64 + 16u.. (high, 8h + 4 + u); their 2 high bits are in qh bytes
+ * 16 (u % 2).. at bits 2 (u / 2) (low) and 4 + 2 (u / 2) (high). The -32
+ * offset enters S once per super-block through the bsums, as in d512_q6_k. */
+HOT void rw_q6_k_body(int64_t n, const uint8_t *w, size_t ws, int nr, const uint8_t *vy, size_t ys,
+                      const int ny, float *s, size_t ss, const uint8_t *pf, size_t pf_len)
+{
+    const struct block_q8_K *y[RW_NY];
+    UNROLL
+    for (int t = 0; t < ny; t++)
+        y[t] = (const struct block_q8_K *)(const void *)(vy + (size_t)t * ys);
+    const size_t w1 = nr > 1 ? ws : 0, w2 = nr > 2 ? 2 * ws : 0, w3 = nr > 3 ? 3 * ws : 0;
+    const int64_t nb = n / QK_K;
+    const __m512i m4 = _mm512_set1_epi8(0x0f), m30 = _mm512_set1_epi8(0x30), m03 = _mm512_set1_epi8(0x03),
+                  m0c = _mm512_set1_epi8(0x0c);
+    /* pshufb patterns putting scale bytes into the high byte of int16
+     * lanes (then sign-extended by an arithmetic shift) */
+    const __m512i sxa = _mm512_broadcast_i32x4(_mm_setr_epi8(-1, 0, -1, 1, -1, 2, -1, 3, -1, 4, -1, 5, -1, 6, -1, 7));
+    const __m512i sxb = _mm512_add_epi16(sxa, _mm512_set1_epi16(0x0800));
+    __m512 acc[RW_NY / 4];
+    UNROLL
+    for (int g = 0; g < (ny + 3) / 4; g++)
+        acc[g] = _mm512_setzero_ps();
+    for (int64_t i = 0; i < nb; i++) { /* hot */
+        const uint8_t *x0 = w + (size_t)i * sizeof(struct block_q6_K);
+        if (pf)
+            rw_prefetch(pf, pf_len, i, nb);
+        const __m512i sc = rw_load4(x0, w1, w2, w3, offsetof(struct block_q6_K, scales));
+        const __m512i ca = _mm512_srai_epi16(_mm512_shuffle_epi8(sc, sxa), 8);
+        const __m512i cb = _mm512_srai_epi16(_mm512_shuffle_epi8(sc, sxb), 8);
+        const __m512i ca32 = _mm512_sub_epi16(_mm512_setzero_si512(), _mm512_slli_epi16(ca, 5));
+        const __m512i cb32 = _mm512_sub_epi16(_mm512_setzero_si512(), _mm512_slli_epi16(cb, 5));
+        __m512i S[RW_NY];
+        UNROLL
+        for (int t = 0; t < ny; t++) /* the -32 offset: -32 * sum(sc[s] * bsums[s]) */
+            S[t] = _mm512_dpwssd_epi32(_mm512_dpwssd_epi32(_mm512_setzero_si512(), ca32,
+                                                           _mm512_broadcast_i32x4(loadu128(y[t][i].bsums))),
+                                       cb32, _mm512_broadcast_i32x4(loadu128(y[t][i].bsums + 8)));
+        UNROLL
+        for (int h = 0; h < 2; h++) {
+            const size_t oqh = offsetof(struct block_q6_K, qh) + 32 * (size_t)h;
+            const __m512i H0 = rw_load4(x0, w1, w2, w3, oqh), H1 = rw_load4(x0, w1, w2, w3, oqh + 16);
+            UNROLL
+            for (int u = 0; u < 4; u++) {
+                const __m512i L = rw_load4(x0, w1, w2, w3, offsetof(struct block_q6_K, ql) + 64 * (size_t)h + 16 * (size_t)u);
+                const __m512i H = u & 1 ? H1 : H0;
+                const __m512i bl = u < 2 ? _mm512_slli_epi16(_mm512_and_si512(H, m03), 4)
+                                         : _mm512_slli_epi16(_mm512_and_si512(H, m0c), 2);
+                const __m512i bh = u < 2 ? _mm512_and_si512(H, m30) : _mm512_and_si512(_mm512_srli_epi16(H, 2), m30);
+                const __m512i lo = _mm512_or_si512(_mm512_and_si512(L, m4), bl);
+                const __m512i hi = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(L, 4), m4), bh);
+                /* int16 lanes: scale 8h + u (x4), then 8h + 4 + u (x4) */
+                const int sa = 8 * h + u, sb = 8 * h + 4 + u;
+                const __m512i scp = _mm512_srai_epi16(
+                    _mm512_shuffle_epi8(sc, _mm512_broadcast_i32x4(_mm_setr_epi8(
+                                                -1, (char)sa, -1, (char)sa, -1, (char)sa, -1, (char)sa, -1, (char)sb,
+                                                -1, (char)sb, -1, (char)sb, -1, (char)sb))), 8);
+                UNROLL
+                for (int t = 0; t < ny; t++) {
+                    const int8_t *q8 = y[t][i].qs + 128 * h + 16 * u;
+                    const __m512i a = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, _mm512_broadcast_i32x4(loadu128(q8)));
+                    const __m512i b = _mm512_dpbusd_epi32(_mm512_setzero_si512(), hi, _mm512_broadcast_i32x4(loadu128(q8 + 64)));
+                    S[t] = _mm512_dpwssd_epi32(S[t], _mm512_packs_epi32(a, b), scp);
+                }
+            }
+        }
+        const size_t od = offsetof(struct block_q6_K, d);
+        const __m128i dh = _mm_setr_epi16((short)ld16(x0 + od), (short)ld16(x0 + w1 + od), (short)ld16(x0 + w2 + od),
+                                          (short)ld16(x0 + w3 + od), 0, 0, 0, 0);
+        const __m512 dv = _mm512_permutexvar_ps(_mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3),
+                                                _mm512_castps128_ps512(_mm_cvtph_ps(dh)));
+        UNROLL
+        for (int g = 0; g < (ny + 3) / 4; g++)
+            acc[g] = _mm512_fmadd_ps(_mm512_mul_ps(dv, rw_yd(y, i, 4 * g, ny)),
+                                     _mm512_cvtepi32_ps(rw_reduce(S, 4 * g, ny)), acc[g]);
+    }
+    rw_store(acc, s, ss, ny, nr);
+}
+
+/* Rows in groups of 4, each against every group of up to RW_NY tokens while
+ * it is in L1; the row group RW_PF_GROUPS ahead is prefetched meanwhile
+ * (only within the n_rows given). */
+#define RW_ENTRY(name, BT)                                                                 \
+    static void name(int64_t n, const void *vw, size_t ws, int n_rows, const void *vy, size_t ys, \
+                     int n_y, float *s, size_t ss)                                          \
+    {                                                                                      \
+        const uint8_t *w = vw;                                                             \
+        for (int r = 0; r < n_rows; r += 4) {                                              \
+            const int nr = n_rows - r < 4 ? n_rows - r : 4;                                \
+            const int pr = r + 4 * RW_PF_GROUPS;                                           \
+            const uint8_t *pf = pr < n_rows ? w + (size_t)pr * ws : NULL;                  \
+            const size_t pl = pf ? (size_t)(n_rows - pr < 4 ? n_rows - pr : 4) * ws : 0;   \
+            const uint8_t *wr = w + (size_t)r * ws;                                        \
+            for (int t0 = 0; t0 < n_y; t0 += RW_NY) {                                      \
+                const uint8_t *yt = (const uint8_t *)vy + (size_t)t0 * ys;                 \
+                float *st = s + (size_t)t0 * ss + r;                                       \
+                switch (n_y - t0) {                                                        \
+                case 1: name##_body(n, wr, ws, nr, yt, ys, 1, st, ss, pf, pl); break;      \
+                case 2: name##_body(n, wr, ws, nr, yt, ys, 2, st, ss, pf, pl); break;      \
+                case 3: name##_body(n, wr, ws, nr, yt, ys, 3, st, ss, pf, pl); break;      \
+                case 4: name##_body(n, wr, ws, nr, yt, ys, 4, st, ss, pf, pl); break;      \
+                case 5: name##_body(n, wr, ws, nr, yt, ys, 5, st, ss, pf, pl); break;      \
+                case 6: name##_body(n, wr, ws, nr, yt, ys, 6, st, ss, pf, pl); break;      \
+                case 7: name##_body(n, wr, ws, nr, yt, ys, 7, st, ss, pf, pl); break;      \
+                default: name##_body(n, wr, ws, nr, yt, ys, 8, st, ss, pf, pl); break;     \
+                }                                                                          \
+                pf = NULL; /* the first token group brought it */                          \
+            }                                                                              \
+        }                                                                                  \
+    }
+
+RW_ENTRY(rw_q4_k, struct block_q4_K)
+RW_ENTRY(rw_q6_k, struct block_q6_K)
 #endif /* DOT_VNNI */
 
 /* ---- table ---- */
@@ -748,6 +1038,8 @@ void DOT512_FILL(struct be_cpu_kernels *k)
     k->gemm[BE_TYPE_Q5_K] = (struct be_cpu_gemm){kp_pack_q5_k, kgemm_k4, KP_SB(8)};
     k->gemm[BE_TYPE_Q6_K] = (struct be_cpu_gemm){kp_pack_q6_k, kgemm_k6, KP_SB(16)};
     k->gemm[BE_TYPE_Q8_0] = (struct be_cpu_gemm){kp_pack_q8_0, q8gemm, Q8P_PAIR / 2};
+    k->rows[BE_TYPE_Q4_K] = rw_q4_k;
+    k->rows[BE_TYPE_Q6_K] = rw_q6_k;
     /* Measured (Zen 4): IQ4_XS and Q3_K run slower with vpdpwssd, whose
      * latency chains their scaled sums; they keep the AVX-512 level's. */
     k->dot[BE_TYPE_IQ4_XS] = NULL;

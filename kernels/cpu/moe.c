@@ -59,6 +59,10 @@ struct moe_job {
  * vs 40). At one token the dot kernel is kept: it streams the weights and
  * single-stream decode measured slower with the GEMM there. */
 #define MOE_GEMM_MIN_TOK 2
+#ifndef MOE_ROWS_MIN_TOK
+#define MOE_ROWS_MIN_TOK 1
+#endif
+#define MOE_ROWS_MAX_TOK 16
 /* Prefetch distance of the dot path (backend_cpu.c's MM_PREFETCH_BYTES). */
 #define MOE_PREFETCH_BYTES 2048
 
@@ -76,6 +80,11 @@ static void rows_dot(const struct moe_job *j, int tid, enum be_type wt, const vo
     const struct be_cpu_kernels *k = j->k;
     const size_t wrow = be_row_size(wt, n_in);
     const struct be_cpu_gemm *g = &k->gemm[wt];
+    if (k->rows[wt] && np >= MOE_ROWS_MIN_TOK && np <= MOE_ROWS_MAX_TOK) {
+        k->rows[wt](n_in, (const uint8_t *)w + (size_t)r0 * wrow, wrow, (int)(r1 - r0), act, act_stride, np,
+                    out + r0, (size_t)out_stride);
+        return;
+    }
     if (np >= MOE_GEMM_MIN_TOK && g->pack && j->pack) {
         const size_t panel = ((size_t)g->bytes_per_blk * (size_t)(n_in / be_type_info(wt)->blck) + 63) / 64 * 64;
         if (panel <= j->pack_len) {
