@@ -406,7 +406,7 @@ static void test_rows(void **state)
         return;
     }
     if (*(const enum be_cpu_isa *)*state == BE_CPU_ISA_AVX512VNNI) /* the MoE types */
-        assert_true(k->rows[BE_TYPE_Q4_K] && k->rows[BE_TYPE_Q6_K]);
+        assert_true(k->rows[BE_TYPE_Q4_K] && k->rows[BE_TYPE_Q6_K] && k->rows[BE_TYPE_Q8_0]);
     uint64_t rng = 0x7f4a7c15u + (uint64_t)*(const enum be_cpu_isa *)*state;
     int before = g_rows_checks, n_types = 0;
     for (size_t ti = 0; ti < N_WEIGHT_TYPES; ti++) {
@@ -416,7 +416,7 @@ static void test_rows(void **state)
         assert_non_null(k->dot[t]);
         n_types++;
         const int64_t blck = be_type_info(t)->blck;
-        static const int64_t blocks[] = {1, 2, 4};
+        static const int64_t blocks[] = {1, 2, 3, 4}; /* Q8_0: odd block counts too */
         static const int rows[] = {1, 2, 3, 4, 5, 7, 13, 19};
         for (size_t b = 0; b < sizeof blocks / sizeof blocks[0]; b++)
             for (size_t r = 0; r < sizeof rows / sizeof rows[0]; r++)

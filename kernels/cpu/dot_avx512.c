@@ -736,7 +736,7 @@ static void q8gemm(int64_t n, const void *vpk, const void *vy, size_t ys, int n_
     }
 }
 
-/* ---- K-quant small batches on the rows as stored ----
+/* ---- small batches on the rows as stored (Q4_K, Q6_K, Q8_0) ----
  *
  * For a few tokens per weight row (a MoE expert at a 16-sequence decode step
  * serves 2 or 3) the panel GEMM's pack, an unpack + 16 x 16 transpose +
@@ -1020,6 +1020,122 @@ HOT void rw_q6_k_body(int64_t n, const uint8_t *w, size_t ws, int nr, const uint
         }                                                                                  \
     }
 
+/* Q8_0: 4 rows against ny <= 4 tokens, with the float order of d512_q8_0:
+ * per (row, token) 16 float lanes, lane l of block pair q accumulating
+ * fma(d_b * dy_b, p_l, acc) with p_l the exact sum of the 4 products of
+ * group l, then hsum512_tree. Here the 16-byte segment g of a block pair
+ * (g < 2: block 2q, else 2q + 1) holds lanes 4g..4g+3, so acc[t][g] lane
+ * (row, j) is canonical lane 4g + j of that row. vpdpbusd needs unsigned
+ * weights: they are taken + 128 (w ^ 0x80) and each group's sum starts at
+ * negc = -128 * (sum of its 4 activation bytes), per token, computed by the
+ * caller once for all rows. nb must be even (the caller checks). */
+HOT void rw_q8_0_body(int64_t n, const uint8_t *w, size_t ws, int nr, const uint8_t *vy, size_t ys,
+                      const int ny, const int32_t *negc, float *s, size_t ss, const uint8_t *pf, size_t pf_len)
+{
+    const struct block_q8_0 *y[4];
+    UNROLL
+    for (int t = 0; t < ny; t++)
+        y[t] = (const struct block_q8_0 *)(const void *)(vy + (size_t)t * ys);
+    const size_t w1 = nr > 1 ? ws : 0, w2 = nr > 2 ? 2 * ws : 0, w3 = nr > 3 ? 3 * ws : 0;
+    const int64_t nb = n / 32, np2 = nb / 2;
+    const __m512i flip = _mm512_set1_epi8((char)0x80);
+    const __m512i di = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
+    __m512 acc[4][4];
+    UNROLL
+    for (int t = 0; t < ny; t++)
+        UNROLL
+        for (int g = 0; g < 4; g++)
+            acc[t][g] = _mm512_setzero_ps();
+    for (int64_t q = 0; q < np2; q++) { /* hot */
+        if (pf)
+            rw_prefetch(pf, pf_len, q, np2);
+        UNROLL
+        for (int b = 0; b < 2; b++) {
+            const uint8_t *x0 = w + (size_t)(2 * q + b) * sizeof(struct block_q8_0);
+            const __m128i dh = _mm_setr_epi16((short)ld16(x0), (short)ld16(x0 + w1), (short)ld16(x0 + w2),
+                                              (short)ld16(x0 + w3), 0, 0, 0, 0);
+            const __m512 dv = _mm512_permutexvar_ps(di, _mm512_castps128_ps512(_mm_cvtph_ps(dh)));
+            const __m512i W0 = _mm512_xor_si512(rw_load4(x0, w1, w2, w3, 2), flip);
+            const __m512i W1 = _mm512_xor_si512(rw_load4(x0, w1, w2, w3, 18), flip);
+            UNROLL
+            for (int t = 0; t < ny; t++) {
+                const struct block_q8_0 *yb = &y[t][2 * q + b];
+                const int32_t *nc = negc + (size_t)t * (size_t)(n / 4) + (size_t)(2 * q + b) * 8;
+                const __m512 sc = _mm512_mul_ps(dv, _mm512_set1_ps(f16f(yb->d)));
+                const __m512i p0 = _mm512_dpbusd_epi32(_mm512_broadcast_i32x4(loadu128(nc)), W0,
+                                                       _mm512_broadcast_i32x4(loadu128(yb->qs)));
+                const __m512i p1 = _mm512_dpbusd_epi32(_mm512_broadcast_i32x4(loadu128(nc + 4)), W1,
+                                                       _mm512_broadcast_i32x4(loadu128(yb->qs + 16)));
+                acc[t][2 * b] = _mm512_fmadd_ps(sc, _mm512_cvtepi32_ps(p0), acc[t][2 * b]);
+                acc[t][2 * b + 1] = _mm512_fmadd_ps(sc, _mm512_cvtepi32_ps(p1), acc[t][2 * b + 1]);
+            }
+        }
+    }
+    /* hsum512_tree lane by lane: (l, l + 8), then (l, l + 4), then within 4 */
+    _Alignas(64) float o[4][16];
+    UNROLL
+    for (int t = 0; t < ny; t++) {
+        const __m512 t6 = _mm512_add_ps(_mm512_add_ps(acc[t][3], acc[t][1]), _mm512_add_ps(acc[t][2], acc[t][0]));
+        const __m512 t8 = _mm512_add_ps(t6, _mm512_shuffle_ps(t6, t6, 0x4e));
+        _mm512_store_ps(o[t], _mm512_add_ps(t8, _mm512_movehdup_ps(t8)));
+    }
+    for (int r = 0; r < nr; r++)
+        UNROLL
+        for (int t = 0; t < ny; t++)
+            s[(size_t)t * ss + r] = o[t][4 * r] + 0.0f; /* + the (empty) odd tail, as d512_q8_0 */
+}
+
+/* Q8_0 rows: per 4-row group, tokens in groups of 4 (acc[4][4] fills the
+ * registers); each token's negc once per call. Rows of an odd block count
+ * take dot[] row by row. */
+static void rw_q8_0(int64_t n, const void *vw, size_t ws, int n_rows, const void *vy, size_t ys, int n_y,
+                    float *s, size_t ss)
+{
+    const uint8_t *w = vw;
+    const int64_t nb = n / 32;
+    if (nb & 1) {
+        for (int r = 0; r < n_rows; r++)
+            for (int t0 = 0; t0 < n_y; t0 += 4) {
+                float o[4];
+                const int ny = n_y - t0 < 4 ? n_y - t0 : 4;
+                d512_q8_0(n, w + (size_t)r * ws, (const uint8_t *)vy + (size_t)t0 * ys, ys, ny, o);
+                for (int t = 0; t < ny; t++)
+                    s[(size_t)(t0 + t) * ss + r] = o[t];
+            }
+        return;
+    }
+    const __m512i k128 = _mm512_set1_epi8((char)0x80);
+    for (int t0 = 0; t0 < n_y; t0 += 4) {
+        const int nt = n_y - t0 < 4 ? n_y - t0 : 4;
+        int32_t negc[4 * (n / 4)];
+        for (int t = 0; t < nt; t++) {
+            const struct block_q8_0 *yb = (const struct block_q8_0 *)(const void *)((const uint8_t *)vy + (size_t)(t0 + t) * ys);
+            for (int64_t b = 0; b < nb; b++) {
+                const __m256i c = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm512_castsi512_si256(k128), loadu256(yb[b].qs));
+                _mm256_storeu_si256((__m256i *)(void *)(negc + (size_t)t * (size_t)(n / 4) + 8 * b),
+                                    _mm256_sub_epi32(_mm256_setzero_si256(), c));
+            }
+        }
+        const int pf_groups = (int)((RW_PF_BYTES + 4 * ws - 1) / (4 * ws));
+        const uint8_t *yt = (const uint8_t *)vy + (size_t)t0 * ys;
+        for (int r = 0; r < n_rows; r += 4) {
+            const int nr = n_rows - r < 4 ? n_rows - r : 4;
+            const int pr = r + 4 * pf_groups;
+            /* only the first token group reads the rows from memory */
+            const uint8_t *pf = t0 == 0 && pr < n_rows ? w + (size_t)pr * ws : NULL;
+            const size_t pl = pf ? (size_t)(n_rows - pr < 4 ? n_rows - pr : 4) * ws : 0;
+            const uint8_t *wr = w + (size_t)r * ws;
+            float *st = s + (size_t)t0 * ss + r;
+            switch (nt) {
+            case 1: rw_q8_0_body(n, wr, ws, nr, yt, ys, 1, negc, st, ss, pf, pl); break;
+            case 2: rw_q8_0_body(n, wr, ws, nr, yt, ys, 2, negc, st, ss, pf, pl); break;
+            case 3: rw_q8_0_body(n, wr, ws, nr, yt, ys, 3, negc, st, ss, pf, pl); break;
+            default: rw_q8_0_body(n, wr, ws, nr, yt, ys, 4, negc, st, ss, pf, pl); break;
+            }
+        }
+    }
+}
+
 RW_ENTRY(rw_q4_k, struct block_q4_K)
 RW_ENTRY(rw_q6_k, struct block_q6_K)
 #endif /* DOT_VNNI */
@@ -1044,6 +1160,7 @@ void DOT512_FILL(struct be_cpu_kernels *k)
     k->gemm[BE_TYPE_Q8_0] = (struct be_cpu_gemm){kp_pack_q8_0, q8gemm, Q8P_PAIR / 2};
     k->rows[BE_TYPE_Q4_K] = rw_q4_k;
     k->rows[BE_TYPE_Q6_K] = rw_q6_k;
+    k->rows[BE_TYPE_Q8_0] = rw_q8_0;
     /* Measured (Zen 4): IQ4_XS and Q3_K run slower with vpdpwssd, whose
      * latency chains their scaled sums; they keep the AVX-512 level's. */
     k->dot[BE_TYPE_IQ4_XS] = NULL;

@@ -62,7 +62,7 @@ struct be_cpu_gemm {
  * Small batches on the weight rows as stored, for the types where it pays:
  * rows() computes s[j * s_stride + r] = dot(row r, y_j) for r < n_rows (rows
  * w_stride bytes apart, n values each) and the n_y >= 1 activation rows
- * y_j at y + j * y_stride (in groups of up to 4 per decoded row), each result
+ * y_j at y + j * y_stride (in groups of up to 8 per decoded row), each result
  * bit-identical to the same table's dot[] of that row and activation row.
  * Unlike the GEMM it needs no panel memory and no packing pass, which is
  * what a few tokens per weight row (MoE experts in a batch) want.
