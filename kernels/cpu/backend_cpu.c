@@ -444,6 +444,12 @@ static void cpu_matmul(struct be *be, float *y, const void *w, enum be_type wt, 
             j.tile_rows = 1;
         int64_t n_tiles = (n_out + j.tile_rows - 1) / j.tile_rows;
         n_tasks = n_tiles > nt * 2 ? n_tiles : nt * 2;
+    } else if (j.rows && bytes / (size_t)nt > MM_SPLIT_FINE_BYTES) {
+        /* Small batches are compute-bound: at 16 tokens the output matrix
+         * took 8 tasks of ~16 MB, and the thread finishing first waited up
+         * to one of them; tasks of ~2 MB or more keep the prefetch going. */
+        n_tasks = (int64_t)(bytes / (2u << 20));
+        n_tasks = n_tasks < nt * 4 ? nt * 4 : n_tasks > nt * 16 ? nt * 16 : n_tasks;
     } else if (bytes / (size_t)nt > MM_SPLIT_FINE_BYTES) {
         n_tasks = nt * 4;
     }
