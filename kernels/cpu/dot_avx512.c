@@ -776,6 +776,30 @@ HOT __m512i rw_load4(const uint8_t *p, size_t w1, size_t w2, size_t w3, size_t o
     return _mm512_inserti32x4(v, loadu128(p + w3 + off), 3);
 }
 
+/* The 64 bytes at offset off of the same 4 rows, as v[k] = 16 bytes
+ * off + 16 k of row r in 128-bit lane r: 4 loads and a 4 x 4 transpose of
+ * 128-bit lanes, 8 shuffles where 16 loads would need 12 inserts. */
+HOT void rw_load4x4(const uint8_t *p, size_t w1, size_t w2, size_t w3, size_t off, __m512i v[4])
+{
+    const __m512i r0 = _mm512_loadu_si512(p + off), r1 = _mm512_loadu_si512(p + w1 + off);
+    const __m512i r2 = _mm512_loadu_si512(p + w2 + off), r3 = _mm512_loadu_si512(p + w3 + off);
+    const __m512i a = _mm512_shuffle_i64x2(r0, r1, 0x44), b = _mm512_shuffle_i64x2(r0, r1, 0xee);
+    const __m512i c = _mm512_shuffle_i64x2(r2, r3, 0x44), d = _mm512_shuffle_i64x2(r2, r3, 0xee);
+    v[0] = _mm512_shuffle_i64x2(a, c, 0x88);
+    v[1] = _mm512_shuffle_i64x2(a, c, 0xdd);
+    v[2] = _mm512_shuffle_i64x2(b, d, 0x88);
+    v[3] = _mm512_shuffle_i64x2(b, d, 0xdd);
+}
+
+/* The same for 32 bytes: v[k] = 16 bytes off + 16 k, k < 2. */
+HOT void rw_load4x2(const uint8_t *p, size_t w1, size_t w2, size_t w3, size_t off, __m512i v[2])
+{
+    const __m512i a = _mm512_inserti64x4(_mm512_castsi256_si512(loadu256(p + off)), loadu256(p + w1 + off), 1);
+    const __m512i b = _mm512_inserti64x4(_mm512_castsi256_si512(loadu256(p + w2 + off)), loadu256(p + w3 + off), 1);
+    v[0] = _mm512_shuffle_i64x2(a, b, 0x88);
+    v[1] = _mm512_shuffle_i64x2(a, b, 0xdd);
+}
+
 /* r[t] lanes (row q, j): the 4 int32 partial sums of row q, token t ->
  * lanes (row q, t): their totals, for the tokens t0..t0+3 (0 past ny). */
 HOT __m512i rw_reduce(const __m512i r[RW_NY], const int t0, const int ny)
@@ -871,10 +895,12 @@ HOT void rw_q4_k_body(int64_t n, const uint8_t *w, size_t ws, int nr, const uint
                                        _mm512_shuffle_epi8(scm, mxb), bB);
             S[t] = _mm512_setzero_si512();
         }
+        __m512i qv[2][4];
+        rw_load4x4(x0, w1, w2, w3, offsetof(struct block_q4_K, qs), qv[0]);
+        rw_load4x4(x0, w1, w2, w3, offsetof(struct block_q4_K, qs) + 64, qv[1]);
         UNROLL
         for (int p = 0; p < 4; p++) {
-            const size_t o = offsetof(struct block_q4_K, qs) + 32 * (size_t)p;
-            const __m512i v0 = rw_load4(x0, w1, w2, w3, o), v1 = rw_load4(x0, w1, w2, w3, o + 16);
+            const __m512i v0 = qv[p >> 1][2 * (p & 1)], v1 = qv[p >> 1][2 * (p & 1) + 1];
             const __m512i l0 = _mm512_and_si512(v0, m4), h0 = _mm512_and_si512(_mm512_srli_epi16(v0, 4), m4);
             const __m512i l1 = _mm512_and_si512(v1, m4), h1 = _mm512_and_si512(_mm512_srli_epi16(v1, 4), m4);
             const __m512i scp = _mm512_shuffle_epi8(scm, scx[p]);
@@ -948,12 +974,13 @@ HOT void rw_q6_k_body(int64_t n, const uint8_t *w, size_t ws, int nr, const uint
                                        cb32, _mm512_broadcast_i32x4(loadu128(y[t][i].bsums + 8)));
         UNROLL
         for (int h = 0; h < 2; h++) {
-            const size_t oqh = offsetof(struct block_q6_K, qh) + 32 * (size_t)h;
-            const __m512i H0 = rw_load4(x0, w1, w2, w3, oqh), H1 = rw_load4(x0, w1, w2, w3, oqh + 16);
+            __m512i Hv[2], Lv[4];
+            rw_load4x2(x0, w1, w2, w3, offsetof(struct block_q6_K, qh) + 32 * (size_t)h, Hv);
+            rw_load4x4(x0, w1, w2, w3, offsetof(struct block_q6_K, ql) + 64 * (size_t)h, Lv);
             UNROLL
             for (int u = 0; u < 4; u++) {
-                const __m512i L = rw_load4(x0, w1, w2, w3, offsetof(struct block_q6_K, ql) + 64 * (size_t)h + 16 * (size_t)u);
-                const __m512i H = u & 1 ? H1 : H0;
+                const __m512i L = Lv[u];
+                const __m512i H = Hv[u & 1];
                 const __m512i bl = u < 2 ? _mm512_slli_epi16(_mm512_and_si512(H, m03), 4)
                                          : _mm512_slli_epi16(_mm512_and_si512(H, m0c), 2);
                 const __m512i bh = u < 2 ? _mm512_and_si512(H, m30) : _mm512_and_si512(_mm512_srli_epi16(H, 2), m30);
