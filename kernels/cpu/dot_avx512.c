@@ -949,10 +949,6 @@ HOT void rw_q6_k_body(int64_t n, const uint8_t *w, size_t ws, int nr, const uint
     const int64_t nb = n / QK_K;
     const __m512i m4 = _mm512_set1_epi8(0x0f), m30 = _mm512_set1_epi8(0x30), m03 = _mm512_set1_epi8(0x03),
                   m0c = _mm512_set1_epi8(0x0c);
-    /* pshufb patterns putting scale bytes into the high byte of int16
-     * lanes (then sign-extended by an arithmetic shift) */
-    const __m512i sxa = _mm512_broadcast_i32x4(_mm_setr_epi8(-1, 0, -1, 1, -1, 2, -1, 3, -1, 4, -1, 5, -1, 6, -1, 7));
-    const __m512i sxb = _mm512_add_epi16(sxa, _mm512_set1_epi16(0x0800));
     __m512 acc[RW_NY / 4];
     UNROLL
     for (int g = 0; g < (ny + 3) / 4; g++)
@@ -962,8 +958,10 @@ HOT void rw_q6_k_body(int64_t n, const uint8_t *w, size_t ws, int nr, const uint
         if (pf)
             rw_prefetch(pf, pf_len, i, nb);
         const __m512i sc = rw_load4(x0, w1, w2, w3, offsetof(struct block_q6_K, scales));
-        const __m512i ca = _mm512_srai_epi16(_mm512_shuffle_epi8(sc, sxa), 8);
-        const __m512i cb = _mm512_srai_epi16(_mm512_shuffle_epi8(sc, sxb), 8);
+        /* the 16 scales of each row as int16: ca 0-7, cb 8-15 (each byte
+         * doubled, then shifted down arithmetically) */
+        const __m512i ca = _mm512_srai_epi16(_mm512_unpacklo_epi8(sc, sc), 8);
+        const __m512i cb = _mm512_srai_epi16(_mm512_unpackhi_epi8(sc, sc), 8);
         const __m512i ca32 = _mm512_sub_epi16(_mm512_setzero_si512(), _mm512_slli_epi16(ca, 5));
         const __m512i cb32 = _mm512_sub_epi16(_mm512_setzero_si512(), _mm512_slli_epi16(cb, 5));
         __m512i S[RW_NY];
@@ -987,11 +985,9 @@ HOT void rw_q6_k_body(int64_t n, const uint8_t *w, size_t ws, int nr, const uint
                 const __m512i lo = _mm512_or_si512(_mm512_and_si512(L, m4), bl);
                 const __m512i hi = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(L, 4), m4), bh);
                 /* int16 lanes: scale 8h + u (x4), then 8h + 4 + u (x4) */
-                const int sa = 8 * h + u, sb = 8 * h + 4 + u;
-                const __m512i scp = _mm512_srai_epi16(
-                    _mm512_shuffle_epi8(sc, _mm512_broadcast_i32x4(_mm_setr_epi8(
-                                                -1, (char)sa, -1, (char)sa, -1, (char)sa, -1, (char)sa, -1, (char)sb,
-                                                -1, (char)sb, -1, (char)sb, -1, (char)sb))), 8);
+                const char a0 = (char)(2 * u), a1 = (char)(2 * u + 1), b0 = (char)(2 * u + 8), b1 = (char)(2 * u + 9);
+                const __m512i scp = _mm512_shuffle_epi8(h ? cb : ca, _mm512_broadcast_i32x4(_mm_setr_epi8(
+                                                        a0, a1, a0, a1, a0, a1, a0, a1, b0, b1, b0, b1, b0, b1, b0, b1)));
                 UNROLL
                 for (int t = 0; t < ny; t++) {
                     const int8_t *q8 = y[t][i].qs + 128 * h + 16 * u;
