@@ -114,6 +114,22 @@ for t in ("q8_0", "q4_k_m"):
               "%.2f" % bound if bound else "", pct))
 PY
 # ==== end of end to end ====
+# ==== engine under load: 1 and 16 concurrent requests (bench/bench_engine.c) ====
+# Continuous batching's acceptance figure: aggregate generated tokens/s of
+# 16 concurrent requests over that of one (target >= 3x), on the medium
+# model at $THREADS threads; Q4_K_M also at 4 requests with the second-chat-
+# turn test, Q8_0 at 1 and 16 only. BENCH_QUICK=1: Q4_K_M at 1 and 16, half
+# the generated tokens.
+echo
+echo "==== engine under load: medium model, $THREADS threads (bench/bench_engine.c) ===="
+if [ "${BENCH_QUICK:-0}" = 1 ]; then
+    "$BUILD/bench/bench_engine" "$MODELS/medium-q4_k_m.gguf" -t "$THREADS" -c 1,16 -q
+else
+    "$BUILD/bench/bench_engine" "$MODELS/medium-q4_k_m.gguf" -t "$THREADS"
+    echo
+    "$BUILD/bench/bench_engine" "$MODELS/medium-q8_0.gguf" -t "$THREADS" -c 1,16
+fi
+# ==== end of engine under load ====
 echo
 echo "==== expert cache: medium model at 25 % of expert bytes, cold page cache (bench/cache.sh) ===="
 BUILD=$BUILD bash bench/cache.sh

@@ -19,6 +19,10 @@
  *    full and a partial panel against n_y = 1..8 activation rows must equal
  *    that level's dot of the row alone bit for bit (and so the reference
  *    within the dot tolerance, checked too), and write nothing else.
+ *  - rows: where a level has a small-batch kernel on the rows as stored
+ *    (impl.h), every result for 1..19 rows against 1..19 tokens must equal
+ *    that level's dot of the row and token alone bit for bit (and so the
+ *    reference within the dot tolerance), and write nothing else.
  *  - act: the F32 -> Q8_0, Q8_1, Q8_K, F16, BF16 converters must be byte-
  *    identical to be_quant_row() on random rows, ties (values exactly half a
  *    quantization step), zeros, tiny and huge values, and for F16/BF16 also
@@ -311,6 +315,116 @@ static void test_gemm(void **state)
            g_gemm_checks - before, n_types);
 }
 
+/* ---- rows (small batches on the rows as stored) ---- */
+
+static int g_rows_checks;
+
+/* One weight type, one row length, n_rows rows (apart by more than a row)
+ * against n_y = 1..RW_MAX_NY activation rows: every result must equal that
+ * level's dot of the row and token alone bit for bit (the batch invariance
+ * of the MoE and the matmul rests on it) and the reference within the dot
+ * tolerance, and nothing else may be written. n_y crosses the kernel's
+ * groups of 8 tokens; n_rows its groups of 4 rows and its prefetch. */
+#define RW_MAX_NY 19
+static void rows_case(const struct be_cpu_kernels *k, enum be_type t, int64_t n, int n_rows, uint64_t *rng)
+{
+    const struct be_type_info *ti = be_type_info(t);
+    const enum be_type vt = ti->vec_dot_type;
+    const size_t wrow = be_row_size(t, n) + 2 * align_of(t);
+    const size_t ys = be_row_size(vt, n) + 3 * align_of(vt);
+    const size_t ss = (size_t)n_rows + 3; /* result stride, more than the rows */
+    uint8_t *w = malloc(wrow * (size_t)n_rows + 64), *ybuf = malloc(ys * RW_MAX_NY + 64);
+    float *xf = malloc((size_t)n * sizeof(float)), *xd = malloc((size_t)n * sizeof(float)),
+          *yd = malloc((size_t)n * sizeof(float));
+    float *got = malloc(ss * (RW_MAX_NY + 1) * sizeof(float));
+    float *alone = malloc((size_t)n_rows * RW_MAX_NY * sizeof(float));
+    assert_non_null(w);
+    assert_non_null(ybuf);
+    assert_non_null(got);
+    assert_non_null(alone);
+    uint8_t *w0 = w + align_of(t), *y0 = ybuf + align_of(vt);
+    for (int r = 0; r < n_rows; r++) {
+        fill_random(xf, n, 1.0f + (float)(r % 5), rng);
+        be_quant_row(t, xf, w0 + r * wrow, n);
+    }
+    for (int j = 0; j < RW_MAX_NY; j++) {
+        fill_random(xf, n, 0.5f + (float)(j % 7), rng);
+        be_quant_row(vt, xf, y0 + j * ys, n);
+    }
+    for (int r = 0; r < n_rows; r++)
+        for (int j = 0; j < RW_MAX_NY; j++) {
+            const uint8_t *xr = w0 + r * wrow, *yr = y0 + j * ys;
+            k->dot[t](n, xr, yr, ys, 1, &alone[r * RW_MAX_NY + j]);
+            const float ref = be_vec_dot_ref(t, n, xr, yr);
+            const double mag = mag_get(t, xr, vt, yr, n, xd, yd);
+            if (!dot_close(alone[r * RW_MAX_NY + j], ref, mag))
+                fail_msg("%s dot %s n=%lld row %d token %d: got %.9g, ref %.9g", k->isa_name, ti->name,
+                         (long long)n, r, j, alone[r * RW_MAX_NY + j], ref);
+        }
+    for (int ny = 1; ny <= RW_MAX_NY; ny++) {
+        for (size_t i = 0; i < ss * (RW_MAX_NY + 1); i++)
+            got[i] = NAN;
+        k->rows[t](n, w0, wrow, n_rows, y0, ys, ny, got, ss);
+        for (int j = 0; j <= RW_MAX_NY; j++)
+            for (size_t r = 0; r < ss; r++) {
+                const float v = got[j * ss + r];
+                if (j >= ny || r >= (size_t)n_rows) {
+                    if (!isnan(v))
+                        fail_msg("%s rows %s n_y=%d n_rows=%d wrote s[%d][%zu]", k->isa_name, ti->name, ny,
+                                 n_rows, j, r);
+                    continue;
+                }
+                const float a = alone[r * RW_MAX_NY + j];
+                if (memcmp(&v, &a, sizeof v) != 0)
+                    fail_msg("%s rows %s n=%lld n_rows=%d n_y=%d row %zu token %d: %.9g, dot alone %.9g",
+                             k->isa_name, ti->name, (long long)n, n_rows, ny, r, j, v, a);
+                g_rows_checks++;
+            }
+    }
+    /* Negative control: a changed weight row changes its bits, and only its. */
+    const int rc = n_rows - 1;
+    fill_random(xf, n, 7.0f, rng);
+    be_quant_row(t, xf, w0 + rc * wrow, n);
+    k->rows[t](n, w0, wrow, n_rows, y0, ys, 1, got, ss);
+    assert_true(memcmp(&got[rc], &alone[rc * RW_MAX_NY], sizeof(float)) != 0);
+    if (n_rows > 1)
+        assert_memory_equal(&got[0], &alone[0], sizeof(float));
+    free(w);
+    free(ybuf);
+    free(xf);
+    free(xd);
+    free(yd);
+    free(got);
+    free(alone);
+}
+
+static void test_rows(void **state)
+{
+    const struct be_cpu_kernels *k = level_get(state);
+    if (!k) {
+        skip();
+        return;
+    }
+    if (*(const enum be_cpu_isa *)*state == BE_CPU_ISA_AVX512VNNI) /* the MoE types */
+        assert_true(k->rows[BE_TYPE_Q4_K] && k->rows[BE_TYPE_Q6_K] && k->rows[BE_TYPE_Q8_0]);
+    uint64_t rng = 0x7f4a7c15u + (uint64_t)*(const enum be_cpu_isa *)*state;
+    int before = g_rows_checks, n_types = 0;
+    for (size_t ti = 0; ti < N_WEIGHT_TYPES; ti++) {
+        enum be_type t = g_weight_types[ti];
+        if (!k->rows[t])
+            continue;
+        assert_non_null(k->dot[t]);
+        n_types++;
+        const int64_t blck = be_type_info(t)->blck;
+        static const int64_t blocks[] = {1, 2, 3, 4}; /* Q8_0: odd block counts too */
+        static const int rows[] = {1, 2, 3, 4, 5, 7, 13, 19};
+        for (size_t b = 0; b < sizeof blocks / sizeof blocks[0]; b++)
+            for (size_t r = 0; r < sizeof rows / sizeof rows[0]; r++)
+                rows_case(k, t, blocks[b] * blck, rows[r], &rng);
+    }
+    printf("level %s: %d rows comparisons, %d weight types\n", k->isa_name, g_rows_checks - before, n_types);
+}
+
 /* ---- act ---- */
 
 #define ACT_N (3 * QK_K)
@@ -534,6 +648,10 @@ int main(void)
         cmocka_unit_test_prestate(test_gemm, (void *)&g_levels[BE_CPU_ISA_AVX2]),
         cmocka_unit_test_prestate(test_gemm, (void *)&g_levels[BE_CPU_ISA_AVX512]),
         cmocka_unit_test_prestate(test_gemm, (void *)&g_levels[BE_CPU_ISA_AVX512VNNI]),
+        cmocka_unit_test_prestate(test_rows, (void *)&g_levels[BE_CPU_ISA_SCALAR]),
+        cmocka_unit_test_prestate(test_rows, (void *)&g_levels[BE_CPU_ISA_AVX2]),
+        cmocka_unit_test_prestate(test_rows, (void *)&g_levels[BE_CPU_ISA_AVX512]),
+        cmocka_unit_test_prestate(test_rows, (void *)&g_levels[BE_CPU_ISA_AVX512VNNI]),
         cmocka_unit_test_prestate(test_act, (void *)&g_levels[BE_CPU_ISA_SCALAR]),
         cmocka_unit_test_prestate(test_act, (void *)&g_levels[BE_CPU_ISA_AVX2]),
         cmocka_unit_test_prestate(test_act, (void *)&g_levels[BE_CPU_ISA_AVX512]),

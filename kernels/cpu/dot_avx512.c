@@ -515,6 +515,13 @@ static void kp_pack_q6_k(const void *vw, size_t wrow, int n_rows, int64_t n, voi
     }
 }
 
+HOT uint16_t ld16(const void *p)
+{
+    uint16_t v;
+    memcpy(&v, p, 2);
+    return v;
+}
+
 HOT int32_t ld32(const void *p)
 {
     int32_t v;
@@ -728,6 +735,432 @@ static void q8gemm(int64_t n, const void *vpk, const void *vy, size_t ys, int n_
         _mm512_mask_storeu_ps(s + (size_t)t * ss, m, _mm512_add_ps(r, _mm512_load_ps(tail)));
     }
 }
+
+/* ---- small batches on the rows as stored (Q4_K, Q6_K, Q8_0) ----
+ *
+ * For a few tokens per weight row (a MoE expert at a 16-sequence decode step
+ * serves 2 or 3) the panel GEMM's pack, an unpack + 16 x 16 transpose +
+ * store per 64 values of every row, costs several times its run, and the
+ * dot kernels pay a scale multiply per 32 values per token. Here 4 rows are
+ * decoded together straight into registers, row r in 128-bit lane r (16
+ * bytes of each row at the same offset, loaded with inserts: no transpose),
+ * and one vpdpbusd against the token's 16 activation bytes broadcast to the
+ * 4 lanes adds 4 products per int32 lane. A lane's sum over one sub-block
+ * (Q4_K: 2 vpdpbusd, at most 8 * 15 * 128 in magnitude; Q6_K: 1, at most
+ * 4 * 63 * 128) fits in int16, so the sums of two sub-blocks are packed
+ * (vpackssdw, never saturating) and scaled by one vpdpwssd with their two
+ * scales. Each super-block's S (and M) is therefore the same exact integer
+ * as in the dot kernels, and the float steps per (row, token) are the
+ * canonical ones (dot_avx2.c), lane (row, token) of one register: the same
+ * bits as dot[t] of the same table, whatever n_y and however the rows are
+ * grouped. Rows are prefetched RW_PF_BYTES ahead, a slice per super-block,
+ * so that the loads overlap the arithmetic. */
+
+/* How far ahead (bytes, rounded up to whole 4-row groups) rows are
+ * prefetched while a group is computed. Measured on Zen 5, one thread, rows
+ * from DRAM: 512-wide Q6_K at 3 tokens 22.5 ns a row with 2 groups ahead
+ * (3.4 KB), 14.8 with 8 KB, no better further; 1024-wide Q4_K ~21 at any. */
+#ifndef RW_PF_BYTES
+#define RW_PF_BYTES 8192
+#endif
+/* Tokens per decoded row group: 8 keeps the per-token sums in registers. */
+#define RW_NY 8
+
+/* 16 bytes at offset off of the 4 rows at p, p + w1, p + w2, p + w3:
+ * row r in 128-bit lane r. */
+HOT __m512i rw_load4(const uint8_t *p, size_t w1, size_t w2, size_t w3, size_t off)
+{
+    __m512i v = _mm512_castsi128_si512(loadu128(p + off));
+    v = _mm512_inserti32x4(v, loadu128(p + w1 + off), 1);
+    v = _mm512_inserti32x4(v, loadu128(p + w2 + off), 2);
+    return _mm512_inserti32x4(v, loadu128(p + w3 + off), 3);
+}
+
+/* The 64 bytes at offset off of the same 4 rows, as v[k] = 16 bytes
+ * off + 16 k of row r in 128-bit lane r: 4 loads and a 4 x 4 transpose of
+ * 128-bit lanes, 8 shuffles where 16 loads would need 12 inserts. */
+HOT void rw_load4x4(const uint8_t *p, size_t w1, size_t w2, size_t w3, size_t off, __m512i v[4])
+{
+    const __m512i r0 = _mm512_loadu_si512(p + off), r1 = _mm512_loadu_si512(p + w1 + off);
+    const __m512i r2 = _mm512_loadu_si512(p + w2 + off), r3 = _mm512_loadu_si512(p + w3 + off);
+    const __m512i a = _mm512_shuffle_i64x2(r0, r1, 0x44), b = _mm512_shuffle_i64x2(r0, r1, 0xee);
+    const __m512i c = _mm512_shuffle_i64x2(r2, r3, 0x44), d = _mm512_shuffle_i64x2(r2, r3, 0xee);
+    v[0] = _mm512_shuffle_i64x2(a, c, 0x88);
+    v[1] = _mm512_shuffle_i64x2(a, c, 0xdd);
+    v[2] = _mm512_shuffle_i64x2(b, d, 0x88);
+    v[3] = _mm512_shuffle_i64x2(b, d, 0xdd);
+}
+
+/* The same for 32 bytes: v[k] = 16 bytes off + 16 k, k < 2. */
+HOT void rw_load4x2(const uint8_t *p, size_t w1, size_t w2, size_t w3, size_t off, __m512i v[2])
+{
+    const __m512i a = _mm512_inserti64x4(_mm512_castsi256_si512(loadu256(p + off)), loadu256(p + w1 + off), 1);
+    const __m512i b = _mm512_inserti64x4(_mm512_castsi256_si512(loadu256(p + w2 + off)), loadu256(p + w3 + off), 1);
+    v[0] = _mm512_shuffle_i64x2(a, b, 0x88);
+    v[1] = _mm512_shuffle_i64x2(a, b, 0xdd);
+}
+
+/* r[t] lanes (row q, j): the 4 int32 partial sums of row q, token t ->
+ * lanes (row q, t): their totals, for the tokens t0..t0+3 (0 past ny). */
+HOT __m512i rw_reduce(const __m512i r[RW_NY], const int t0, const int ny)
+{
+    const __m512i z = _mm512_setzero_si512();
+    const __m512i a = r[t0], b = ny > t0 + 1 ? r[t0 + 1] : z, c = ny > t0 + 2 ? r[t0 + 2] : z,
+                  d = ny > t0 + 3 ? r[t0 + 3] : z;
+    const __m512i ab = _mm512_add_epi32(_mm512_unpacklo_epi32(a, b), _mm512_unpackhi_epi32(a, b));
+    const __m512i cd = _mm512_add_epi32(_mm512_unpacklo_epi32(c, d), _mm512_unpackhi_epi32(c, d));
+    return _mm512_add_epi32(_mm512_unpacklo_epi64(ab, cd), _mm512_unpackhi_epi64(ab, cd));
+}
+
+/* Super-block scales of the tokens t0..t0+3, lane (row q, t) = y_t d. */
+HOT __m512 rw_yd(const struct block_q8_K *const y[RW_NY], int64_t i, const int t0, const int ny)
+{
+    return _mm512_broadcast_f32x4(_mm_setr_ps(y[t0][i].d, ny > t0 + 1 ? y[t0 + 1][i].d : 0.0f,
+                                              ny > t0 + 2 ? y[t0 + 2][i].d : 0.0f,
+                                              ny > t0 + 3 ? y[t0 + 3][i].d : 0.0f));
+}
+
+/* Lane (row q, t) of v[t0 / 4] to s[t * ss + q] for t < ny, q < nr. */
+HOT void rw_store(const __m512 *v, float *s, size_t ss, const int ny, int nr)
+{
+    _Alignas(64) float o[RW_NY / 4][16];
+    UNROLL
+    for (int g = 0; g < (ny + 3) / 4; g++)
+        _mm512_store_ps(o[g], v[g]);
+    for (int q = 0; q < nr; q++)
+        UNROLL
+        for (int t = 0; t < ny; t++)
+            s[(size_t)t * ss + q] = o[t / 4][4 * q + t % 4];
+}
+
+/* Prefetch slice i of nb of the bytes [p, p + len). */
+HOT void rw_prefetch(const uint8_t *p, size_t len, int64_t i, int64_t nb)
+{
+    const size_t a = (size_t)i * len / (size_t)nb & ~(size_t)63, b = (size_t)(i + 1) * len / (size_t)nb;
+    for (size_t o = a; o < b; o += 64)
+        __builtin_prefetch(p + o, 0, 3);
+}
+
+/* Q4_K: 4 rows (nr of them real: the others repeat row 0 and are not
+ * stored) against ny tokens. pf/pf_len: bytes to prefetch meanwhile. */
+HOT void rw_q4_k_body(int64_t n, const uint8_t *w, size_t ws, int nr, const uint8_t *vy, size_t ys,
+                      const int ny, float *s, size_t ss, const uint8_t *pf, size_t pf_len)
+{
+    const struct block_q8_K *y[RW_NY];
+    UNROLL
+    for (int t = 0; t < ny; t++)
+        y[t] = (const struct block_q8_K *)(const void *)(vy + (size_t)t * ys);
+    /* Row 0 is read again in place of missing rows. */
+    const size_t w1 = nr > 1 ? ws : 0, w2 = nr > 2 ? 2 * ws : 0, w3 = nr > 3 ? 3 * ws : 0;
+    const int64_t nb = n / QK_K;
+    const __m512i m4 = _mm512_set1_epi8(0x0f);
+    /* pshufb patterns of the decoded scale bytes (sc 0-7, min 8-15) to int16 */
+    __m512i scx[4];
+    UNROLL
+    for (int p = 0; p < 4; p++)
+        scx[p] = _mm512_broadcast_i32x4(_mm_setr_epi8((char)(2 * p), -1, (char)(2 * p), -1, (char)(2 * p), -1,
+                                                      (char)(2 * p), -1, (char)(2 * p + 1), -1, (char)(2 * p + 1),
+                                                      -1, (char)(2 * p + 1), -1, (char)(2 * p + 1), -1));
+    const __m512i mxa = _mm512_broadcast_i32x4(_mm_setr_epi8(8, -1, 8, -1, 9, -1, 9, -1, 10, -1, 10, -1, 11, -1, 11, -1));
+    const __m512i mxb = _mm512_broadcast_i32x4(_mm_setr_epi8(12, -1, 12, -1, 13, -1, 13, -1, 14, -1, 14, -1, 15, -1, 15, -1));
+    const __m512i sh = _mm512_setr_epi32(0, 0, 0, 4, 0, 0, 0, 4, 0, 0, 0, 4, 0, 0, 0, 4);
+    __m512 acc[RW_NY / 4], accm[RW_NY / 4];
+    UNROLL
+    for (int g = 0; g < (ny + 3) / 4; g++)
+        acc[g] = accm[g] = _mm512_setzero_ps();
+    for (int64_t i = 0; i < nb; i++) { /* hot */
+        const uint8_t *x0 = w + (size_t)i * sizeof(struct block_q4_K);
+        if (pf)
+            rw_prefetch(pf, pf_len, i, nb);
+        /* k4_scales_decode() of the 4 rows: lane dwords u0 u1 u2 (the 12
+         * scale bytes; the 4 after them are the first qs bytes) ->
+         * sc 0-3, sc 4-7, min 0-3, min 4-7. */
+        __m512i sv = _mm512_castsi128_si512(loadu128(x0 + 4));
+        sv = _mm512_inserti32x4(sv, loadu128(x0 + w1 + 4), 1);
+        sv = _mm512_inserti32x4(sv, loadu128(x0 + w2 + 4), 2);
+        sv = _mm512_inserti32x4(sv, loadu128(x0 + w3 + 4), 3);
+        const __m512i A = _mm512_srlv_epi32(_mm512_shuffle_epi32(sv, (_MM_PERM_ENUM)0x98 /* 0 2 1 2 */), sh);
+        const __m512i B = _mm512_shuffle_epi32(sv, (_MM_PERM_ENUM)0x50 /* 0 0 1 1 */);
+        const __m512i r02 = _mm512_and_si512(A, _mm512_set1_epi32(0x3f3f3f3f));
+        const __m512i r13 = _mm512_or_si512(_mm512_and_si512(A, _mm512_set1_epi32(0x0f0f0f0f)),
+                                            _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(B, 6),
+                                                                               _mm512_set1_epi32(0x03030303)), 4));
+        const __m512i scm = _mm512_mask_blend_epi32(0xaaaa, r02, r13);
+        __m512i S[RW_NY], M[RW_NY];
+        UNROLL
+        for (int t = 0; t < ny; t++) {
+            const __m512i bA = _mm512_broadcast_i32x4(loadu128(y[t][i].bsums));
+            const __m512i bB = _mm512_broadcast_i32x4(loadu128(y[t][i].bsums + 8));
+            M[t] = _mm512_dpwssd_epi32(_mm512_dpwssd_epi32(_mm512_setzero_si512(), _mm512_shuffle_epi8(scm, mxa), bA),
+                                       _mm512_shuffle_epi8(scm, mxb), bB);
+            S[t] = _mm512_setzero_si512();
+        }
+        __m512i qv[2][4];
+        rw_load4x4(x0, w1, w2, w3, offsetof(struct block_q4_K, qs), qv[0]);
+        rw_load4x4(x0, w1, w2, w3, offsetof(struct block_q4_K, qs) + 64, qv[1]);
+        UNROLL
+        for (int p = 0; p < 4; p++) {
+            const __m512i v0 = qv[p >> 1][2 * (p & 1)], v1 = qv[p >> 1][2 * (p & 1) + 1];
+            const __m512i l0 = _mm512_and_si512(v0, m4), h0 = _mm512_and_si512(_mm512_srli_epi16(v0, 4), m4);
+            const __m512i l1 = _mm512_and_si512(v1, m4), h1 = _mm512_and_si512(_mm512_srli_epi16(v1, 4), m4);
+            const __m512i scp = _mm512_shuffle_epi8(scm, scx[p]);
+            UNROLL
+            for (int t = 0; t < ny; t++) {
+                const int8_t *q8 = y[t][i].qs + 64 * p;
+                __m512i a = _mm512_dpbusd_epi32(_mm512_setzero_si512(), l0, _mm512_broadcast_i32x4(loadu128(q8)));
+                a = _mm512_dpbusd_epi32(a, l1, _mm512_broadcast_i32x4(loadu128(q8 + 16)));
+                __m512i b = _mm512_dpbusd_epi32(_mm512_setzero_si512(), h0, _mm512_broadcast_i32x4(loadu128(q8 + 32)));
+                b = _mm512_dpbusd_epi32(b, h1, _mm512_broadcast_i32x4(loadu128(q8 + 48)));
+                S[t] = _mm512_dpwssd_epi32(S[t], _mm512_packs_epi32(a, b), scp);
+            }
+        }
+        /* d, dmin of the 4 rows -> lanes (row q, t) */
+        const __m128i dh = _mm_setr_epi32((int)ld32(x0), (int)ld32(x0 + w1), (int)ld32(x0 + w2), (int)ld32(x0 + w3));
+        const __m512 dd = _mm512_castps256_ps512(_mm256_cvtph_ps(dh)); /* d0 dmin0 d1 dmin1 ... */
+        const __m512i di = _mm512_setr_epi32(0, 0, 0, 0, 2, 2, 2, 2, 4, 4, 4, 4, 6, 6, 6, 6);
+        const __m512 dv = _mm512_permutexvar_ps(di, dd);
+        const __m512 dmv = _mm512_permutexvar_ps(_mm512_add_epi32(di, _mm512_set1_epi32(1)), dd);
+        UNROLL
+        for (int g = 0; g < (ny + 3) / 4; g++) {
+            const __m512 yd = rw_yd(y, i, 4 * g, ny);
+            acc[g] = _mm512_fmadd_ps(_mm512_mul_ps(dv, yd), _mm512_cvtepi32_ps(rw_reduce(S, 4 * g, ny)), acc[g]);
+            accm[g] = _mm512_fmadd_ps(_mm512_mul_ps(dmv, yd), _mm512_cvtepi32_ps(rw_reduce(M, 4 * g, ny)), accm[g]);
+        }
+    }
+    UNROLL
+    for (int g = 0; g < (ny + 3) / 4; g++)
+        acc[g] = _mm512_sub_ps(acc[g], accm[g]);
+    rw_store(acc, s, ss, ny, nr);
+}
+
+/* Q6_K: 4 rows (as in Q4_K) against ny tokens. In half h, the 16 bytes u
+ * of ql (0-3) give values 16u.. (low nibbles, sub-block 8h + u) and
+ * 64 + 16u.. (high, 8h + 4 + u); their 2 high bits are in qh bytes
+ * 16 (u % 2).. at bits 2 (u / 2) (low) and 4 + 2 (u / 2) (high). The -32
+ * offset enters S once per super-block through the bsums, as in d512_q6_k. */
+HOT void rw_q6_k_body(int64_t n, const uint8_t *w, size_t ws, int nr, const uint8_t *vy, size_t ys,
+                      const int ny, float *s, size_t ss, const uint8_t *pf, size_t pf_len)
+{
+    const struct block_q8_K *y[RW_NY];
+    UNROLL
+    for (int t = 0; t < ny; t++)
+        y[t] = (const struct block_q8_K *)(const void *)(vy + (size_t)t * ys);
+    const size_t w1 = nr > 1 ? ws : 0, w2 = nr > 2 ? 2 * ws : 0, w3 = nr > 3 ? 3 * ws : 0;
+    const int64_t nb = n / QK_K;
+    const __m512i m4 = _mm512_set1_epi8(0x0f), m30 = _mm512_set1_epi8(0x30), m03 = _mm512_set1_epi8(0x03),
+                  m0c = _mm512_set1_epi8(0x0c);
+    __m512 acc[RW_NY / 4];
+    UNROLL
+    for (int g = 0; g < (ny + 3) / 4; g++)
+        acc[g] = _mm512_setzero_ps();
+    for (int64_t i = 0; i < nb; i++) { /* hot */
+        const uint8_t *x0 = w + (size_t)i * sizeof(struct block_q6_K);
+        if (pf)
+            rw_prefetch(pf, pf_len, i, nb);
+        const __m512i sc = rw_load4(x0, w1, w2, w3, offsetof(struct block_q6_K, scales));
+        /* the 16 scales of each row as int16: ca 0-7, cb 8-15 (each byte
+         * doubled, then shifted down arithmetically) */
+        const __m512i ca = _mm512_srai_epi16(_mm512_unpacklo_epi8(sc, sc), 8);
+        const __m512i cb = _mm512_srai_epi16(_mm512_unpackhi_epi8(sc, sc), 8);
+        const __m512i ca32 = _mm512_sub_epi16(_mm512_setzero_si512(), _mm512_slli_epi16(ca, 5));
+        const __m512i cb32 = _mm512_sub_epi16(_mm512_setzero_si512(), _mm512_slli_epi16(cb, 5));
+        __m512i S[RW_NY];
+        UNROLL
+        for (int t = 0; t < ny; t++) /* the -32 offset: -32 * sum(sc[s] * bsums[s]) */
+            S[t] = _mm512_dpwssd_epi32(_mm512_dpwssd_epi32(_mm512_setzero_si512(), ca32,
+                                                           _mm512_broadcast_i32x4(loadu128(y[t][i].bsums))),
+                                       cb32, _mm512_broadcast_i32x4(loadu128(y[t][i].bsums + 8)));
+        UNROLL
+        for (int h = 0; h < 2; h++) {
+            __m512i Hv[2], Lv[4];
+            rw_load4x2(x0, w1, w2, w3, offsetof(struct block_q6_K, qh) + 32 * (size_t)h, Hv);
+            rw_load4x4(x0, w1, w2, w3, offsetof(struct block_q6_K, ql) + 64 * (size_t)h, Lv);
+            UNROLL
+            for (int u = 0; u < 4; u++) {
+                const __m512i L = Lv[u];
+                const __m512i H = Hv[u & 1];
+                const __m512i bl = u < 2 ? _mm512_slli_epi16(_mm512_and_si512(H, m03), 4)
+                                         : _mm512_slli_epi16(_mm512_and_si512(H, m0c), 2);
+                const __m512i bh = u < 2 ? _mm512_and_si512(H, m30) : _mm512_and_si512(_mm512_srli_epi16(H, 2), m30);
+                const __m512i lo = _mm512_or_si512(_mm512_and_si512(L, m4), bl);
+                const __m512i hi = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(L, 4), m4), bh);
+                /* int16 lanes: scale 8h + u (x4), then 8h + 4 + u (x4) */
+                const char a0 = (char)(2 * u), a1 = (char)(2 * u + 1), b0 = (char)(2 * u + 8), b1 = (char)(2 * u + 9);
+                const __m512i scp = _mm512_shuffle_epi8(h ? cb : ca, _mm512_broadcast_i32x4(_mm_setr_epi8(
+                                                        a0, a1, a0, a1, a0, a1, a0, a1, b0, b1, b0, b1, b0, b1, b0, b1)));
+                UNROLL
+                for (int t = 0; t < ny; t++) {
+                    const int8_t *q8 = y[t][i].qs + 128 * h + 16 * u;
+                    const __m512i a = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, _mm512_broadcast_i32x4(loadu128(q8)));
+                    const __m512i b = _mm512_dpbusd_epi32(_mm512_setzero_si512(), hi, _mm512_broadcast_i32x4(loadu128(q8 + 64)));
+                    S[t] = _mm512_dpwssd_epi32(S[t], _mm512_packs_epi32(a, b), scp);
+                }
+            }
+        }
+        const size_t od = offsetof(struct block_q6_K, d);
+        const __m128i dh = _mm_setr_epi16((short)ld16(x0 + od), (short)ld16(x0 + w1 + od), (short)ld16(x0 + w2 + od),
+                                          (short)ld16(x0 + w3 + od), 0, 0, 0, 0);
+        const __m512 dv = _mm512_permutexvar_ps(_mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3),
+                                                _mm512_castps128_ps512(_mm_cvtph_ps(dh)));
+        UNROLL
+        for (int g = 0; g < (ny + 3) / 4; g++)
+            acc[g] = _mm512_fmadd_ps(_mm512_mul_ps(dv, rw_yd(y, i, 4 * g, ny)),
+                                     _mm512_cvtepi32_ps(rw_reduce(S, 4 * g, ny)), acc[g]);
+    }
+    rw_store(acc, s, ss, ny, nr);
+}
+
+/* Rows in groups of 4, each against every group of up to RW_NY tokens while
+ * it is in L1; the row group RW_PF_BYTES ahead is prefetched meanwhile
+ * (only within the n_rows given). */
+#define RW_ENTRY(name, BT)                                                                 \
+    static void name(int64_t n, const void *vw, size_t ws, int n_rows, const void *vy, size_t ys, \
+                     int n_y, float *s, size_t ss)                                          \
+    {                                                                                      \
+        const uint8_t *w = vw;                                                             \
+        const int pf_groups = (int)((RW_PF_BYTES + 4 * ws - 1) / (4 * ws));                \
+        for (int r = 0; r < n_rows; r += 4) {                                              \
+            const int nr = n_rows - r < 4 ? n_rows - r : 4;                                \
+            const int pr = r + 4 * pf_groups;                                              \
+            const uint8_t *pf = pr < n_rows ? w + (size_t)pr * ws : NULL;                  \
+            const size_t pl = pf ? (size_t)(n_rows - pr < 4 ? n_rows - pr : 4) * ws : 0;   \
+            const uint8_t *wr = w + (size_t)r * ws;                                        \
+            for (int t0 = 0; t0 < n_y; t0 += RW_NY) {                                      \
+                const uint8_t *yt = (const uint8_t *)vy + (size_t)t0 * ys;                 \
+                float *st = s + (size_t)t0 * ss + r;                                       \
+                switch (n_y - t0) {                                                        \
+                case 1: name##_body(n, wr, ws, nr, yt, ys, 1, st, ss, pf, pl); break;      \
+                case 2: name##_body(n, wr, ws, nr, yt, ys, 2, st, ss, pf, pl); break;      \
+                case 3: name##_body(n, wr, ws, nr, yt, ys, 3, st, ss, pf, pl); break;      \
+                case 4: name##_body(n, wr, ws, nr, yt, ys, 4, st, ss, pf, pl); break;      \
+                case 5: name##_body(n, wr, ws, nr, yt, ys, 5, st, ss, pf, pl); break;      \
+                case 6: name##_body(n, wr, ws, nr, yt, ys, 6, st, ss, pf, pl); break;      \
+                case 7: name##_body(n, wr, ws, nr, yt, ys, 7, st, ss, pf, pl); break;      \
+                default: name##_body(n, wr, ws, nr, yt, ys, 8, st, ss, pf, pl); break;     \
+                }                                                                          \
+                pf = NULL; /* the first token group brought it */                          \
+            }                                                                              \
+        }                                                                                  \
+    }
+
+/* Q8_0: 4 rows against ny <= 4 tokens, with the float order of d512_q8_0:
+ * per (row, token) 16 float lanes, lane l of block pair q accumulating
+ * fma(d_b * dy_b, p_l, acc) with p_l the exact sum of the 4 products of
+ * group l, then hsum512_tree. Here the 16-byte segment g of a block pair
+ * (g < 2: block 2q, else 2q + 1) holds lanes 4g..4g+3, so acc[t][g] lane
+ * (row, j) is canonical lane 4g + j of that row. vpdpbusd needs unsigned
+ * weights: they are taken + 128 (w ^ 0x80) and each group's sum starts at
+ * negc = -128 * (sum of its 4 activation bytes), per token, computed by the
+ * caller once for all rows. nb must be even (the caller checks). */
+HOT void rw_q8_0_body(int64_t n, const uint8_t *w, size_t ws, int nr, const uint8_t *vy, size_t ys,
+                      const int ny, const int32_t *negc, float *s, size_t ss, const uint8_t *pf, size_t pf_len)
+{
+    const struct block_q8_0 *y[4];
+    UNROLL
+    for (int t = 0; t < ny; t++)
+        y[t] = (const struct block_q8_0 *)(const void *)(vy + (size_t)t * ys);
+    const size_t w1 = nr > 1 ? ws : 0, w2 = nr > 2 ? 2 * ws : 0, w3 = nr > 3 ? 3 * ws : 0;
+    const int64_t nb = n / 32, np2 = nb / 2;
+    const __m512i flip = _mm512_set1_epi8((char)0x80);
+    const __m512i di = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
+    __m512 acc[4][4];
+    UNROLL
+    for (int t = 0; t < ny; t++)
+        UNROLL
+        for (int g = 0; g < 4; g++)
+            acc[t][g] = _mm512_setzero_ps();
+    for (int64_t q = 0; q < np2; q++) { /* hot */
+        if (pf)
+            rw_prefetch(pf, pf_len, q, np2);
+        UNROLL
+        for (int b = 0; b < 2; b++) {
+            const uint8_t *x0 = w + (size_t)(2 * q + b) * sizeof(struct block_q8_0);
+            const __m128i dh = _mm_setr_epi16((short)ld16(x0), (short)ld16(x0 + w1), (short)ld16(x0 + w2),
+                                              (short)ld16(x0 + w3), 0, 0, 0, 0);
+            const __m512 dv = _mm512_permutexvar_ps(di, _mm512_castps128_ps512(_mm_cvtph_ps(dh)));
+            const __m512i W0 = _mm512_xor_si512(rw_load4(x0, w1, w2, w3, 2), flip);
+            const __m512i W1 = _mm512_xor_si512(rw_load4(x0, w1, w2, w3, 18), flip);
+            UNROLL
+            for (int t = 0; t < ny; t++) {
+                const struct block_q8_0 *yb = &y[t][2 * q + b];
+                const int32_t *nc = negc + (size_t)t * (size_t)(n / 4) + (size_t)(2 * q + b) * 8;
+                const __m512 sc = _mm512_mul_ps(dv, _mm512_set1_ps(f16f(yb->d)));
+                const __m512i p0 = _mm512_dpbusd_epi32(_mm512_broadcast_i32x4(loadu128(nc)), W0,
+                                                       _mm512_broadcast_i32x4(loadu128(yb->qs)));
+                const __m512i p1 = _mm512_dpbusd_epi32(_mm512_broadcast_i32x4(loadu128(nc + 4)), W1,
+                                                       _mm512_broadcast_i32x4(loadu128(yb->qs + 16)));
+                acc[t][2 * b] = _mm512_fmadd_ps(sc, _mm512_cvtepi32_ps(p0), acc[t][2 * b]);
+                acc[t][2 * b + 1] = _mm512_fmadd_ps(sc, _mm512_cvtepi32_ps(p1), acc[t][2 * b + 1]);
+            }
+        }
+    }
+    /* hsum512_tree lane by lane: (l, l + 8), then (l, l + 4), then within 4 */
+    _Alignas(64) float o[4][16];
+    UNROLL
+    for (int t = 0; t < ny; t++) {
+        const __m512 t6 = _mm512_add_ps(_mm512_add_ps(acc[t][3], acc[t][1]), _mm512_add_ps(acc[t][2], acc[t][0]));
+        const __m512 t8 = _mm512_add_ps(t6, _mm512_shuffle_ps(t6, t6, 0x4e));
+        _mm512_store_ps(o[t], _mm512_add_ps(t8, _mm512_movehdup_ps(t8)));
+    }
+    for (int r = 0; r < nr; r++)
+        UNROLL
+        for (int t = 0; t < ny; t++)
+            s[(size_t)t * ss + r] = o[t][4 * r] + 0.0f; /* + the (empty) odd tail, as d512_q8_0 */
+}
+
+/* Q8_0 rows: per 4-row group, tokens in groups of 4 (acc[4][4] fills the
+ * registers); each token's negc once per call. Rows of an odd block count
+ * take dot[] row by row. */
+static void rw_q8_0(int64_t n, const void *vw, size_t ws, int n_rows, const void *vy, size_t ys, int n_y,
+                    float *s, size_t ss)
+{
+    const uint8_t *w = vw;
+    const int64_t nb = n / 32;
+    if (nb & 1) {
+        for (int r = 0; r < n_rows; r++)
+            for (int t0 = 0; t0 < n_y; t0 += 4) {
+                float o[4];
+                const int ny = n_y - t0 < 4 ? n_y - t0 : 4;
+                d512_q8_0(n, w + (size_t)r * ws, (const uint8_t *)vy + (size_t)t0 * ys, ys, ny, o);
+                for (int t = 0; t < ny; t++)
+                    s[(size_t)(t0 + t) * ss + r] = o[t];
+            }
+        return;
+    }
+    const __m512i k128 = _mm512_set1_epi8((char)0x80);
+    for (int t0 = 0; t0 < n_y; t0 += 4) {
+        const int nt = n_y - t0 < 4 ? n_y - t0 : 4;
+        int32_t negc[4 * (n / 4)];
+        for (int t = 0; t < nt; t++) {
+            const struct block_q8_0 *yb = (const struct block_q8_0 *)(const void *)((const uint8_t *)vy + (size_t)(t0 + t) * ys);
+            for (int64_t b = 0; b < nb; b++) {
+                const __m256i c = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm512_castsi512_si256(k128), loadu256(yb[b].qs));
+                _mm256_storeu_si256((__m256i *)(void *)(negc + (size_t)t * (size_t)(n / 4) + 8 * b),
+                                    _mm256_sub_epi32(_mm256_setzero_si256(), c));
+            }
+        }
+        const int pf_groups = (int)((RW_PF_BYTES + 4 * ws - 1) / (4 * ws));
+        const uint8_t *yt = (const uint8_t *)vy + (size_t)t0 * ys;
+        for (int r = 0; r < n_rows; r += 4) {
+            const int nr = n_rows - r < 4 ? n_rows - r : 4;
+            const int pr = r + 4 * pf_groups;
+            /* only the first token group reads the rows from memory */
+            const uint8_t *pf = t0 == 0 && pr < n_rows ? w + (size_t)pr * ws : NULL;
+            const size_t pl = pf ? (size_t)(n_rows - pr < 4 ? n_rows - pr : 4) * ws : 0;
+            const uint8_t *wr = w + (size_t)r * ws;
+            float *st = s + (size_t)t0 * ss + r;
+            switch (nt) {
+            case 1: rw_q8_0_body(n, wr, ws, nr, yt, ys, 1, negc, st, ss, pf, pl); break;
+            case 2: rw_q8_0_body(n, wr, ws, nr, yt, ys, 2, negc, st, ss, pf, pl); break;
+            case 3: rw_q8_0_body(n, wr, ws, nr, yt, ys, 3, negc, st, ss, pf, pl); break;
+            default: rw_q8_0_body(n, wr, ws, nr, yt, ys, 4, negc, st, ss, pf, pl); break;
+            }
+        }
+    }
+}
+
+RW_ENTRY(rw_q4_k, struct block_q4_K)
+RW_ENTRY(rw_q6_k, struct block_q6_K)
 #endif /* DOT_VNNI */
 
 /* ---- table ---- */
@@ -748,6 +1181,9 @@ void DOT512_FILL(struct be_cpu_kernels *k)
     k->gemm[BE_TYPE_Q5_K] = (struct be_cpu_gemm){kp_pack_q5_k, kgemm_k4, KP_SB(8)};
     k->gemm[BE_TYPE_Q6_K] = (struct be_cpu_gemm){kp_pack_q6_k, kgemm_k6, KP_SB(16)};
     k->gemm[BE_TYPE_Q8_0] = (struct be_cpu_gemm){kp_pack_q8_0, q8gemm, Q8P_PAIR / 2};
+    k->rows[BE_TYPE_Q4_K] = rw_q4_k;
+    k->rows[BE_TYPE_Q6_K] = rw_q6_k;
+    k->rows[BE_TYPE_Q8_0] = rw_q8_0;
     /* Measured (Zen 4): IQ4_XS and Q3_K run slower with vpdpwssd, whose
      * latency chains their scaled sums; they keep the AVX-512 level's. */
     k->dot[BE_TYPE_IQ4_XS] = NULL;

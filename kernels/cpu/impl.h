@@ -58,11 +58,24 @@ struct be_cpu_gemm {
     uint32_t bytes_per_blk; /* panel bytes per weight block of the type */
 };
 
+/*
+ * Small batches on the weight rows as stored, for the types where it pays:
+ * rows() computes s[j * s_stride + r] = dot(row r, y_j) for r < n_rows (rows
+ * w_stride bytes apart, n values each) and the n_y >= 1 activation rows
+ * y_j at y + j * y_stride (in groups of up to 8 per decoded row), each result
+ * bit-identical to the same table's dot[] of that row and activation row.
+ * Unlike the GEMM it needs no panel memory and no packing pass, which is
+ * what a few tokens per weight row (MoE experts in a batch) want.
+ */
+typedef void (*be_cpu_rows_fn)(int64_t n, const void *w, size_t w_stride, int n_rows, const void *y,
+                               size_t y_stride, int n_y, float *s, size_t s_stride);
+
 struct be_cpu_kernels {
     const char *isa_name;
     be_cpu_dot_fn dot[BE_TYPE_COUNT]; /* by weight type; NULL = not available */
     be_cpu_act_fn act[BE_TYPE_COUNT]; /* by activation type */
     struct be_cpu_gemm gemm[BE_TYPE_COUNT]; /* by weight type; set only together with dot[] */
+    be_cpu_rows_fn rows[BE_TYPE_COUNT];     /* by weight type, NULL = none; set only together with dot[] */
 };
 
 /* The best ISA this CPU supports (CPUID and the OS's saved register state). */

@@ -178,6 +178,7 @@ static void tables_build(void)
             if (!k->dot[t]) { /* a GEMM only ever goes with its level's own dot */
                 k->dot[t] = g_kernels[l - 1].dot[t];
                 k->gemm[t] = g_kernels[l - 1].gemm[t];
+                k->rows[t] = g_kernels[l - 1].rows[t];
             }
             if (!k->act[t])
                 k->act[t] = g_kernels[l - 1].act[t];
