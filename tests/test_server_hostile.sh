@@ -92,13 +92,17 @@ try:
         d = s.recv(4096)
         if not d:
             break
+        if not got:
+            open(sys.argv[2] + ".up", "w").close()  # connected and answered: idle from now on
         got += d
 except socket.timeout:
     pass
 print("closed" if got.startswith(b"HTTP/1.1 200") and time.time() - t0 < 20 else "open", file=open(sys.argv[2], "w"))
 ' "$PORT" "$TMP/idle.out" &
     IDLE=$!
-    for _ in $(seq 100); do [ -s "$TMP/s1.out" ] && [ -s "$TMP/s2.out" ] && break; sleep 0.02; done
+    # Both streams running and the idle connection answered (python may
+    # take a while to start on a loaded machine) before the signal.
+    for _ in $(seq 500); do [ -s "$TMP/s1.out" ] && [ -s "$TMP/s2.out" ] && [ -e "$TMP/idle.out.up" ] && break; sleep 0.02; done
     t0=$(date +%s.%N)
     kill -TERM "$SPID"
     ! grep -q '\[DONE\]' "$TMP/s1.out" "$TMP/s2.out" && ok "both streams were still running at SIGTERM" ||
