@@ -216,27 +216,34 @@ static void refresh_pregate(struct engine *e)
 /* Prompt tokens a signature samples (evenly spread over the prompt). */
 #define REGROUP_SIG_TOKENS 32
 
+static int32_t sig_tokens(const struct eng_req *r)
+{
+    const int32_t np = r->n_prompt > 0 ? r->n_prompt : r->n_tok;
+    return np < REGROUP_SIG_TOKENS ? np : REGROUP_SIG_TOKENS;
+}
+
 /* r's signature: at every layer, the k experts its sampled prompt tokens
  * pre-gate to most often (ties to the lower id). What a request is about
  * decides its experts for many tokens (topic), so requests with similar
- * signatures keep sharing experts as they decode. -ENOMEM leaves it NULL. */
-static void compute_sig(struct engine *e, struct eng_req *r)
+ * signatures keep sharing experts as they decode. -ENOMEM leaves it NULL.
+ * Returns the tokens pre-gated (0 when a prediction hook supplied it). */
+static int32_t compute_sig(struct engine *e, struct eng_req *r)
 {
     struct sched_state *sc = &e->sc;
     const size_t W = sc->words, LW = (size_t)sc->n_layer * W;
     const uint32_t NE = sc->n_expert;
     if (!(r->sig = calloc(LW, sizeof *r->sig)))
-        return;
+        return 0;
     if (sc->pred_fn) { /* a prediction hook knows better (tests install one) */
         for (uint32_t l = 0; l < sc->n_layer; l++) {
             const uint64_t *p = sc->pred_fn(sc->pred_ud, r, l);
             if (p)
                 memcpy(r->sig + (size_t)l * W, p, W * sizeof *p);
         }
-        return;
+        return 0;
     }
     const int32_t np = r->n_prompt > 0 ? r->n_prompt : r->n_tok;
-    const int32_t m = np < REGROUP_SIG_TOKENS ? np : REGROUP_SIG_TOKENS;
+    const int32_t m = sig_tokens(r);
     const int32_t P = e->p.parallel;
     memset(sc->sig_cnt, 0, (size_t)sc->n_layer * NE * sizeof *sc->sig_cnt);
     for (int32_t c0 = 0; c0 < m; c0 += P) {
@@ -263,6 +270,7 @@ static void compute_sig(struct engine *e, struct eng_req *r)
                 p[best / 64] |= 1ull << (best % 64);
         }
     }
+    return m;
 }
 
 static int64_t sig_overlap(const struct sched_state *sc, const uint64_t *a, const uint64_t *b)
@@ -286,14 +294,21 @@ int32_t regroup__admit_pick(struct engine *e)
     /* The candidates: the oldest waiting requests, two running sets' worth
      * (a signature costs REGROUP_SIG_TOKENS pre-gated tokens, once). */
     int32_t nc = e->n_waiting < 2 * sc->admit_limit ? e->n_waiting : 2 * sc->admit_limit;
+    /* New signatures per step: about a step's token budget of pre-gated
+     * tokens (the routers alone), so that a burst of arrivals does not
+     * stall the running sequences; the others get theirs in later steps. */
+    if (sc->sig_step != (int64_t)e->steps) {
+        sc->sig_step = (int64_t)e->steps;
+        sc->sig_left = e->p.batch_tokens > REGROUP_SIG_TOKENS ? e->p.batch_tokens : REGROUP_SIG_TOKENS;
+    }
     int32_t best = 0;
     int64_t best_o = -1;
     for (int32_t j = 0; j < nc; j++) {
         struct eng_req *w = e->waiting[j];
         if (w->t_start != 0)
             break; /* never overtake a preempted request */
-        if (!w->sig)
-            compute_sig(e, w);
+        if (!w->sig && sc->sig_left > 0)
+            sc->sig_left -= compute_sig(e, w);
         if (!w->sig)
             continue;
         int64_t o = 0;

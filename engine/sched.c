@@ -60,6 +60,7 @@ int sched__init(struct sched_batch *b, struct engine *e)
      * requests admitted ahead of it (regroup admission, regroup.c). */
     sc->admit_bound = sc->admit_limit;
     sc->st.admit_bound = (uint32_t)sc->admit_bound;
+    sc->sig_step = -1; /* no step yet: the first admission gets its signature budget */
     sc->n_layer = e->m->hp.n_layer;
     sc->n_expert = e->m->hp.n_expert;
     sc->k = e->m->hp.n_expert_used;
