@@ -150,6 +150,7 @@ static void req_destroy(struct eng_req *r)
         eng_event_clear(&ev);
     free(r->ev);
     pthread_mutex_destroy(&r->mu);
+    pthread_mutex_destroy(&r->notify_mu);
     for (int32_t i = 0; i < r->rp.n_stop; i++)
         free((char *)r->rp.stop[i]);
     free((void *)r->rp.stop);
@@ -180,6 +181,11 @@ void eng_release(struct eng_req *r)
     if (!r)
         return;
     atomic_store(&r->cancel, true);
+    /* After this, notify is never called for r again (one running now has
+     * returned): the caller may free what its notify's ud points to. */
+    pthread_mutex_lock(&r->notify_mu);
+    r->released = true;
+    pthread_mutex_unlock(&r->notify_mu);
     struct engine *e = r->e;
     pthread_mutex_lock(&e->mu);
     pthread_cond_signal(&e->cv); /* let the engine notice the cancellation */
@@ -218,6 +224,7 @@ int eng_submit(struct engine *e, const int32_t *prompt, int32_t n_prompt,
     atomic_init(&r->refs, 2); /* the caller's and the engine's */
     atomic_init(&r->cancel, false);
     pthread_mutex_init(&r->mu, NULL);
+    pthread_mutex_init(&r->notify_mu, NULL);
     r->rp = *rp;
     r->rp.max_tokens = max_tokens;
     r->rp.stop = NULL;
@@ -566,8 +573,12 @@ static void drop_canceled(struct engine *e)
 
 void eng__notify(struct eng_req *r)
 {
-    if (r->notify_pending && r->notify)
-        r->notify(r->ud);
+    if (r->notify_pending && r->notify) {
+        pthread_mutex_lock(&r->notify_mu); /* eng_release waits for a notify in progress */
+        if (!r->released)
+            r->notify(r->ud);
+        pthread_mutex_unlock(&r->notify_mu);
+    }
     r->notify_pending = false;
 }
 

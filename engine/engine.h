@@ -12,7 +12,10 @@
  *
  * Threading: eng_submit, eng_poll, eng_cancel, eng_release and
  * eng_get_metrics may be called from any thread. notify is called from the
- * engine thread (it must be cheap and thread-safe, e.g. uv_async_send).
+ * engine thread (it must be cheap and thread-safe, e.g. uv_async_send; it
+ * must not call eng_release). The engine may still be inside a request's
+ * notify after the caller has polled its DONE; once eng_release returns,
+ * notify is never called for that request again, so its ud may be freed.
  */
 #ifndef MOED_ENGINE_ENGINE_H
 #define MOED_ENGINE_ENGINE_H
@@ -207,7 +210,8 @@ void eng_event_clear(struct eng_event *ev);
 /* Asks the engine to stop the request; it frees its KV blocks at the next
  * step and sends DONE with ENG_FINISH_CANCELED. */
 void eng_cancel(struct eng_req *r);
-/* The caller is done with the handle (cancels the request if still running). */
+/* The caller is done with the handle (cancels the request if still running).
+ * Waits for a notify of the request in progress; none follows. */
 void eng_release(struct eng_req *r);
 
 void eng_get_metrics(struct engine *e, struct eng_metrics *m);

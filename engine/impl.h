@@ -31,6 +31,9 @@ struct eng_req {
     void *ud;
     /* output channel, under mu */
     pthread_mutex_t mu;
+    /* held while notify runs; released (set by eng_release) ends notifies */
+    pthread_mutex_t notify_mu;
+    bool released;
     struct eng_event *ev;
     int32_t head_ev, n_ev, cap_ev;
     /* engine-thread state */

@@ -15,6 +15,8 @@
  *     running one goes first) keeps its bound: under an adversarial mix a
  *     request that matches nobody is overtaken by at most admit_bound later
  *     requests, counted from the admission order of every request;
+ *   - once eng_release returns the engine never calls that request's
+ *     notify, even when its DONE was polled before the notify of its step;
  *   - regroup activates fewer distinct experts per step than fcfs on the
  *     trained model (real routing structure; skipped when it is absent).
  */
@@ -25,6 +27,7 @@
 #include "engine/vocab.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -77,39 +80,43 @@ static bool drain(struct eng_req *r, struct result *res)
     return done;
 }
 
-static void run_many(struct engine *e, int n, int32_t **prompts, const int *lens,
-                     const struct eng_req_params *rps, struct result *res)
+/* Waits until each of the n requests has sent DONE or ERROR, draining
+ * their events into res. */
+static void wait_all(struct test_waiter *w, struct eng_req **reqs, int n, struct result *res)
 {
-    /* Static: the quiescing request below may be notified once more after
-     * its DONE was drained (the same race), even after the engine is gone. */
-    static struct test_waiter w;
-    static bool w_init;
-    if (!w_init) {
-        test_waiter_init(&w);
-        w_init = true;
-    }
-    struct eng_req **reqs = calloc((size_t)n, sizeof *reqs);
-    struct note *notes = calloc((size_t)n, sizeof *notes);
     bool *done = calloc((size_t)n, sizeof *done);
-    for (int i = 0; i < n; i++) {
-        memset(&res[i], 0, sizeof res[i]);
-        notes[i].w = &w;
-        notes[i].e = e;
-        ASSERT_OK(eng_submit(e, prompts[i], lens[i], &rps[i], on_notify, &notes[i], &reqs[i]));
-    }
     int left = n;
     while (left > 0) {
-        test_waiter_wait(&w, 60);
+        test_waiter_wait(w, 60);
         for (int i = 0; i < n; i++)
             if (!done[i] && drain(reqs[i], &res[i])) {
                 done[i] = true;
                 left--;
             }
     }
+    free(done);
+}
+
+static void run_many(struct engine *e, int n, int32_t **prompts, const int *lens,
+                     const struct eng_req_params *rps, struct result *res)
+{
+    struct test_waiter w;
+    test_waiter_init(&w);
+    struct eng_req **reqs = calloc((size_t)n, sizeof *reqs);
+    struct note *notes = calloc((size_t)n, sizeof *notes);
+    for (int i = 0; i < n; i++) {
+        memset(&res[i], 0, sizeof res[i]);
+        notes[i].w = &w;
+        notes[i].e = e;
+        ASSERT_OK(eng_submit(e, prompts[i], lens[i], &rps[i], on_notify, &notes[i], &reqs[i]));
+    }
+    wait_all(&w, reqs, n, res);
     /* A step notifies its requests one after another, so the drain above
-     * may have seen a request's DONE before the engine called its notify:
-     * one more request, run to its end, is notified in a later step, after
-     * which no notify of these requests is still to come. */
+     * may have seen a request's DONE before the engine called its notify
+     * (the step number the skip counts below need): one more request, run
+     * to its end, is notified in a later step, after every notify of
+     * these. (Releasing without it would be safe, eng_release ends
+     * notifies, but could drop the last step number.) */
     struct eng_req_params qp = eng_req_params_default();
     qp.max_tokens = 1;
     struct result qr = {0};
@@ -133,8 +140,8 @@ static void run_many(struct engine *e, int n, int32_t **prompts, const int *lens
     }
     free(reqs);
     free(notes);
-    free(done);
-    }
+    test_waiter_destroy(&w);
+}
 
 static struct engine *mk_engine(const char *path, int parallel, int step_seqs, enum eng_sched pol, int max_skip,
                                 const char *xcache)
@@ -261,6 +268,25 @@ static const uint64_t *adversary(void *ud, const struct eng_req *r, uint32_t lay
     return r->tokens[0] == OUTLIER_TOK ? g_odd : g_common;
 }
 
+/* Installs the adversary as e's prediction hook: experts {0..k-1} for
+ * everyone, the other experts for the outlier. Before any request exists;
+ * eng_submit's lock publishes it to the engine thread. */
+static void set_adversary(struct engine *e)
+{
+    memset(g_common, 0, sizeof g_common);
+    memset(g_odd, 0, sizeof g_odd);
+    const uint32_t nx = e->sc.n_expert, k = e->sc.k;
+    assert_true(nx <= 256 && 2 * k <= nx);
+    for (uint32_t x = 0; x < nx; x++) {
+        if (x < k)
+            g_common[x / 64] |= 1ull << (x % 64);
+        else
+            g_odd[x / 64] |= 1ull << (x % 64);
+    }
+    e->sc.pred_fn = adversary;
+    e->sc.pred_ud = NULL;
+}
+
 static void check_fairness(enum eng_sched pol, int max_skip)
 {
     enum { N = 16, P = 16, S = 4 };
@@ -272,19 +298,7 @@ static void check_fairness(enum eng_sched pol, int max_skip)
     make_params(rps, N, 24);
     prompts[5][0] = OUTLIER_TOK;
     struct engine *e = mk_engine(test_model_path("qwen3moe-tiny-q8_0"), P, S, pol, max_skip, NULL);
-    memset(g_common, 0, sizeof g_common);
-    memset(g_odd, 0, sizeof g_odd);
-    const uint32_t nx = e->sc.n_expert, k = e->sc.k;
-    assert_true(nx <= 256 && 2 * k <= nx);
-    for (uint32_t x = 0; x < nx; x++) {
-        if (x < k)
-            g_common[x / 64] |= 1ull << (x % 64);
-        else
-            g_odd[x / 64] |= 1ull << (x % 64);
-    }
-    /* Installed before any request exists; eng_submit's lock publishes it. */
-    e->sc.pred_fn = adversary;
-    e->sc.pred_ud = NULL;
+    set_adversary(e);
     run_many(e, N, prompts, lens, rps, res);
     struct eng_metrics m;
     eng_get_metrics(e, &m);
@@ -371,16 +385,7 @@ static void test_admit_bound(void **state)
             prompts[i][0] = OUTLIER_TOK - 1;
     prompts[0][0] = OUTLIER_TOK; /* prompts[N] is the gate's */
     struct engine *e = mk_engine(test_model_path("qwen3moe-tiny-q8_0"), P, S, ENG_SCHED_REGROUP, MAX_SKIP, NULL);
-    memset(g_common, 0, sizeof g_common);
-    memset(g_odd, 0, sizeof g_odd);
-    for (uint32_t x = 0; x < e->sc.n_expert; x++) {
-        if (x < e->sc.k)
-            g_common[x / 64] |= 1ull << (x % 64);
-        else
-            g_odd[x / 64] |= 1ull << (x % 64);
-    }
-    e->sc.pred_fn = adversary;
-    e->sc.pred_ud = NULL;
+    set_adversary(e);
     const int32_t bound = e->sc.admit_bound;
     assert_int_equal(bound, P); /* one running set: min(P, S * (MAX_SKIP + 1)) */
     struct test_waiter w;
@@ -402,18 +407,8 @@ static void test_admit_bound(void **state)
     g.released = true;
     pthread_cond_broadcast(&g.cv);
     pthread_mutex_unlock(&g.mu);
-    int left = N + 1;
-    bool done[N + 1];
-    memset(done, 0, sizeof done);
     memset(res, 0, sizeof res);
-    while (left > 0) {
-        test_waiter_wait(&w, 60);
-        for (int i = 0; i <= N; i++)
-            if (!done[i] && drain(reqs[i], &res[i])) {
-                done[i] = true;
-                left--;
-            }
-    }
+    wait_all(&w, reqs, N + 1, res);
     for (int i = 0; i <= N; i++) {
         if (i < N)
             order[i] = reqs[i]->admit_order;
@@ -449,6 +444,86 @@ static void test_admit_bound(void **state)
     assert_true(m.sched.max_admit_overtaken == (uint32_t)worst && m.sched.admit_bound == (uint32_t)bound);
     for (int i = 0; i <= N; i++)
         free(prompts[i]);
+}
+
+/* ---- eng_release ends notifies ---- */
+
+struct late {
+    atomic_bool released;  /* set once eng_release(x) returned */
+    atomic_int after;      /* notifies of x after that */
+};
+
+static void late_notify(void *ud)
+{
+    struct late *l = ud;
+    if (atomic_load(&l->released))
+        atomic_fetch_add(&l->after, 1);
+}
+
+/* Two one-token requests finish in the same step; the first's notify holds
+ * the engine thread, so the second's DONE is already queued but its notify
+ * not yet called. The test polls that DONE and releases the second request:
+ * the engine must then not call its notify (the caller may have freed ud).
+ * A first gate holds the engine while both are queued, so that they share
+ * a step whatever the timing. */
+static void test_release_ends_notify(void **state)
+{
+    (void)state;
+    struct engine *e = mk_engine(test_model_path("qwen3moe-tiny-q8_0"), 4, 0, ENG_SCHED_FCFS, 4, NULL);
+    struct test_waiter w;
+    test_waiter_init(&w);
+    struct gate g0 = {.w = &w}, g1 = {.w = &w};
+    pthread_mutex_init(&g0.mu, NULL);
+    pthread_cond_init(&g0.cv, NULL);
+    pthread_mutex_init(&g1.mu, NULL);
+    pthread_cond_init(&g1.cv, NULL);
+    struct late l;
+    atomic_init(&l.released, false);
+    atomic_init(&l.after, 0);
+    const int32_t p0[] = {5, 6, 7}, p1[] = {8, 9}, p2[] = {10, 11, 12, 13};
+    struct eng_req_params rp = eng_req_params_default();
+    rp.max_tokens = 1;
+    rp.ignore_eos = true;
+    rp.sample.temperature = 0;
+    struct eng_req *r0, *r1, *r2;
+    ASSERT_OK(eng_submit(e, p0, 3, &rp, gate_notify, &g0, &r0));
+    pthread_mutex_lock(&g0.mu);
+    while (!g0.entered)
+        pthread_cond_wait(&g0.cv, &g0.mu);
+    pthread_mutex_unlock(&g0.mu);
+    /* the engine is held: both go into its next step, r1 first */
+    ASSERT_OK(eng_submit(e, p1, 2, &rp, gate_notify, &g1, &r1));
+    ASSERT_OK(eng_submit(e, p2, 4, &rp, late_notify, &l, &r2));
+    pthread_mutex_lock(&g0.mu);
+    g0.released = true;
+    pthread_cond_broadcast(&g0.cv);
+    pthread_mutex_unlock(&g0.mu);
+    pthread_mutex_lock(&g1.mu);
+    while (!g1.entered) /* r1's notify runs: the step's events are queued */
+        pthread_cond_wait(&g1.cv, &g1.mu);
+    pthread_mutex_unlock(&g1.mu);
+    struct result res2 = {0};
+    assert_true(drain(r2, &res2)); /* r2's DONE is there before its notify */
+    assert_int_equal(res2.n, 1);
+    eng_release(r2);
+    atomic_store(&l.released, true);
+    pthread_mutex_lock(&g1.mu);
+    g1.released = true;
+    pthread_cond_broadcast(&g1.cv);
+    pthread_mutex_unlock(&g1.mu);
+    struct result res[2];
+    memset(res, 0, sizeof res);
+    struct eng_req *rs[2] = {r0, r1};
+    wait_all(&w, rs, 2, res);
+    eng_release(r0);
+    eng_release(r1);
+    eng_free(e); /* the engine thread is gone: every notify it would make is made */
+    assert_int_equal(atomic_load(&l.after), 0);
+    test_waiter_destroy(&w);
+    pthread_mutex_destroy(&g0.mu);
+    pthread_cond_destroy(&g0.cv);
+    pthread_mutex_destroy(&g1.mu);
+    pthread_cond_destroy(&g1.cv);
 }
 
 /* ---- fewer distinct experts on a model with routing structure ---- */
@@ -522,6 +597,7 @@ int main(void)
         cmocka_unit_test(test_fairness_regroup),
         cmocka_unit_test(test_fairness_fcfs),
         cmocka_unit_test(test_admit_bound),
+        cmocka_unit_test(test_release_ends_notify),
         cmocka_unit_test(test_fewer_experts),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

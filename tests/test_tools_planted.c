@@ -295,6 +295,13 @@ static void make_corpus(struct trace *t, int n_vocab)
 
 static char g_dir[64];
 
+/* A fresh directory for this test's models (teardown removes it). */
+static void make_dir(void)
+{
+    snprintf(g_dir, sizeof g_dir, "/tmp/moed-planted-XXXXXX");
+    assert_non_null(mkdtemp(g_dir));
+}
+
 static void mk(const char *name, const char *extra)
 {
     char cmd[1024];
@@ -327,8 +334,7 @@ static void trace_free(struct trace *t)
 static void test_planted_structure(void **state)
 {
     (void)state;
-    snprintf(g_dir, sizeof g_dir, "/tmp/moed-planted-XXXXXX");
-    assert_non_null(mkdtemp(g_dir));
+    make_dir();
     mk("random", "");
     mk("planted", "--plant");
     mk("corr", "--plant-layer-corr 0.9 --plant-drift 0.2");
@@ -483,8 +489,7 @@ static double on_topic_share(const char *path)
 static void test_topic_persist(void **state)
 {
     (void)state;
-    snprintf(g_dir, sizeof g_dir, "/tmp/moed-planted-XXXXXX");
-    assert_non_null(mkdtemp(g_dir));
+    make_dir();
     mk("planted", "--plant");
     mk("persist", "--plant --plant-topic-persist 1");
     char p0[128], p1[128];
