@@ -106,7 +106,7 @@ struct sched_state {
     struct eng_req **pg_req;
     float *pg_x, *pg_xn, *pg_logits;
     uint64_t *pg_bits;            /* parallel x n_layer x words: pre-gated experts per token */
-    uint16_t *sig_cnt;            /* n_layer x n_expert: a signature's counts */
+    float *sig_cnt;               /* n_layer x n_expert: a signature's counts (exact) */
     int32_t admit_bound;          /* most later requests admitted ahead of a waiting one */
     int64_t sig_step;             /* the step sig_left counts for */
     int32_t sig_left;             /* tokens waiting requests' signatures may still pre-gate this step */

@@ -147,6 +147,21 @@ static int64_t add_cost(const struct sched_state *sc, sched_pred_fn fn, void *ud
     return known ? c : -1;
 }
 
+/* Sets in bitset p the k largest of x[0..n) that exceed `floor` (ties to
+ * the lower index): k rounds of argmax, k and n being small. */
+static void topk_bits(const float *x, int64_t n, uint32_t k, float floor, uint64_t *p)
+{
+    for (uint32_t j = 0; j < k; j++) {
+        int64_t best = -1;
+        for (int64_t i = 0; i < n; i++)
+            if (x[i] > floor && !(p[i / 64] >> (i % 64) & 1) && (best < 0 || x[i] > x[best]))
+                best = i;
+        if (best < 0)
+            return;
+        p[best / 64] |= 1ull << (best % 64);
+    }
+}
+
 /* Pre-gating: n tokens (n <= parallel) by their embeddings through every
  * MoE layer's FFN norm and router, top-k per layer, into sc->pg_bits (token
  * t's layer l at (t * n_layer + l) * words; zero at dense layers). The
@@ -168,18 +183,9 @@ static void pregate_tokens(struct engine *e, const int32_t *tok, int32_t n)
             continue;
         ops->rmsnorm(e->be, sc->pg_xn, sc->pg_x, L->ffn_norm.data, E, n, m->hp.eps);
         ops->matmul(e->be, sc->pg_logits, L->gate_inp.data, L->gate_inp.type, E, NE, sc->pg_xn, n);
-        for (int32_t t = 0; t < n; t++) {
-            const float *x = sc->pg_logits + (size_t)t * NE;
-            uint64_t *p = sc->pg_bits + ((size_t)t * sc->n_layer + l) * W;
-            for (uint32_t j = 0; j < sc->k; j++) { /* k rounds of argmax: k and N are small */
-                int64_t best = -1;
-                for (int64_t x2 = 0; x2 < NE; x2++)
-                    if (!(p[x2 / 64] >> (x2 % 64) & 1) && (best < 0 || x[x2] > x[best]))
-                        best = x2;
-                if (best >= 0)
-                    p[best / 64] |= 1ull << (best % 64);
-            }
-        }
+        for (int32_t t = 0; t < n; t++)
+            topk_bits(sc->pg_logits + (size_t)t * NE, NE, sc->k, -INFINITY,
+                      sc->pg_bits + ((size_t)t * sc->n_layer + l) * W);
     }
 }
 
@@ -255,21 +261,11 @@ static int32_t compute_sig(struct engine *e, struct eng_req *r)
             for (uint32_t l = 0; l < sc->n_layer; l++) {
                 const uint64_t *p = sc->pg_bits + ((size_t)t * sc->n_layer + l) * W;
                 for (uint32_t x = 0; x < NE; x++)
-                    sc->sig_cnt[(size_t)l * NE + x] += (uint16_t)(p[x / 64] >> (x % 64) & 1);
+                    sc->sig_cnt[(size_t)l * NE + x] += (float)(p[x / 64] >> (x % 64) & 1);
             }
     }
-    for (uint32_t l = 0; l < sc->n_layer; l++) {
-        const uint16_t *c = sc->sig_cnt + (size_t)l * NE;
-        uint64_t *p = r->sig + (size_t)l * W;
-        for (uint32_t j = 0; j < sc->k; j++) {
-            int64_t best = -1;
-            for (uint32_t x = 0; x < NE; x++)
-                if (c[x] && !(p[x / 64] >> (x % 64) & 1) && (best < 0 || c[x] > c[best]))
-                    best = x;
-            if (best >= 0)
-                p[best / 64] |= 1ull << (best % 64);
-        }
-    }
+    for (uint32_t l = 0; l < sc->n_layer; l++) /* experts never chosen stay out */
+        topk_bits(sc->sig_cnt + (size_t)l * NE, NE, sc->k, 0.0f, r->sig + (size_t)l * W);
     return m;
 }
 
