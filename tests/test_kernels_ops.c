@@ -405,6 +405,8 @@ static void test_attention(void **state)
         {4, 4, 32, 32, BE_TYPE_F16, 1e-5},  /* no GQA */
         {16, 2, 128, 8, BE_TYPE_F32, 1e-5}, /* groups of 8 */
         {6, 3, 96, 16, BE_TYPE_Q8_0, 1e-5},
+        {6, 1, 48, 16, BE_TYPE_F16, 1e-5}, /* 4 + 2 heads, 3 blocks of 16 values */
+        {3, 1, 40, 16, BE_TYPE_F32, 1e-5}, /* 2 + 1 heads; 40 is no multiple of 16 */
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
         check_attention(&cases[i], 300 + i);

@@ -69,7 +69,8 @@
 /* Attention positions handled per softmax rescale. */
 #define ATT_CHUNK 128
 
-/* The small vector loops: plain versions below, AVX2 ones in ops_avx2.c. */
+/* The small vector loops: plain versions below, AVX2 ones in ops_avx2.c,
+ * AVX-512 ones (where 16 lanes pay) in ops_avx512.c. */
 struct prims {
     void (*attn_scores)(enum be_type t, const float *q, int n_g, int hd, const void *const *rows,
                         int cn, float *s, int64_t s_stride, float scale);
@@ -180,6 +181,11 @@ static const struct prims g_prims_plain = {
 
 static const struct prims g_prims_avx2 = {
     be_cpu__attn_scores_avx2, be_cpu__attn_acc_avx2, be_cpu__exp_shift_avx2, be_cpu__swiglu_avx2, be_cpu__axpy_avx2, be_cpu__scale_avx2,
+    be_cpu__sumsq_avx2, be_cpu__scale_mul_avx2,
+};
+
+static const struct prims g_prims_avx512 = {
+    be_cpu__attn_scores_avx512, be_cpu__attn_acc_avx512, be_cpu__exp_shift_avx2, be_cpu__swiglu_avx512, be_cpu__axpy_avx2, be_cpu__scale_avx2,
     be_cpu__sumsq_avx2, be_cpu__scale_mul_avx2,
 };
 
@@ -817,7 +823,7 @@ static void cpu_moe_ffn(struct be *be, float *y, const float *x, int64_t n_tok, 
 {
     struct cpu_ctx *c = be->ctx;
     ASSERT(c->kern != NULL && c->moe.mem != NULL);
-    be_cpu__moe_ffn(c->pool, c->kern, &c->moe, c->pack, c->pack_len, y, x, n_tok, l);
+    be_cpu__moe_ffn(c->pool, c->kern, c->pr.swiglu, &c->moe, c->pack, c->pack_len, y, x, n_tok, l);
 }
 
 static const struct be_ops g_cpu_ops = {
@@ -858,7 +864,7 @@ int be_cpu_init(struct be **out, const struct be_cpu_params *p)
     c->kern = be_cpu__kernels(isa);
     for (int i = (int)isa - 1; !c->kern && i >= 0; i--)
         c->kern = be_cpu__kernels((enum be_cpu_isa)i);
-    c->pr = isa >= BE_CPU_ISA_AVX2 ? g_prims_avx2 : g_prims_plain;
+    c->pr = isa >= BE_CPU_ISA_AVX512 ? g_prims_avx512 : isa >= BE_CPU_ISA_AVX2 ? g_prims_avx2 : g_prims_plain;
     log_info("cpu", "kernels %s, %d thread%s", c->kern ? c->kern->isa_name : "reference",
              c->n_threads, c->n_threads == 1 ? "" : "s");
     be->ops = &g_cpu_ops;

@@ -1163,6 +1163,64 @@ RW_ENTRY(rw_q4_k, struct block_q4_K)
 RW_ENTRY(rw_q6_k, struct block_q6_K)
 #endif /* DOT_VNNI */
 
+/* ---- activations: Q8_K in 16 lanes ----
+ *
+ * a256_q8_k's arithmetic (the same absmax scan, the first value of that
+ * magnitude for the sign, the same multiply, round-half-even and cap, so
+ * the same bytes), with one 16-value group per register: its 16 bytes are
+ * one vpmovdb and the 16 bsums come out of one transposing reduction of the
+ * 16 registers instead of 16 horizontal sums. */
+HOT __m512i q8k_reduce4(__m512i a, __m512i b, __m512i c, __m512i d)
+{
+    /* lane (128-bit) k of the result: the sums of a, b, c, d over their lane k */
+    const __m512i ab = _mm512_add_epi32(_mm512_unpacklo_epi32(a, b), _mm512_unpackhi_epi32(a, b));
+    const __m512i cd = _mm512_add_epi32(_mm512_unpacklo_epi32(c, d), _mm512_unpackhi_epi32(c, d));
+    return _mm512_add_epi32(_mm512_unpacklo_epi64(ab, cd), _mm512_unpackhi_epi64(ab, cd));
+}
+
+static void a512_q8_k(const float *x, void *vy, int64_t n)
+{
+    struct block_q8_K *y = vy;
+    for (int64_t i = 0; i < n / QK_K; i++, x += QK_K) {
+        __m512 amaxv = _mm512_setzero_ps();
+        _Pragma("GCC unroll 16")
+        for (int k = 0; k < 16; k++)
+            amaxv = _mm512_max_ps(amaxv, _mm512_abs_ps(_mm512_loadu_ps(x + 16 * k)));
+        const float amax = _mm512_reduce_max_ps(amaxv);
+        if (amax == 0.0f) {
+            memset(&y[i], 0, sizeof y[i]);
+            continue;
+        }
+        float max = 0.0f;
+        const __m512 am = _mm512_set1_ps(amax);
+        for (int k = 0; k < 16; k++) {
+            const __mmask16 m = _mm512_cmp_ps_mask(_mm512_abs_ps(_mm512_loadu_ps(x + 16 * k)), am, _CMP_EQ_OQ);
+            if (m) {
+                max = x[16 * k + __builtin_ctz((unsigned)m)];
+                break;
+            }
+        }
+        const float iscale = -127.0f / max;
+        const __m512 isv = _mm512_set1_ps(iscale), top = _mm512_set1_ps(127.0f);
+        __m512i q[16];
+        _Pragma("GCC unroll 16")
+        for (int k = 0; k < 16; k++) {
+            const __m512 r = _mm512_roundscale_ps(_mm512_mul_ps(isv, _mm512_loadu_ps(x + 16 * k)),
+                                                  _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+            q[k] = _mm512_cvtps_epi32(_mm512_min_ps(r, top));
+            _mm_storeu_si128((__m128i *)(void *)(y[i].qs + 16 * k), _mm512_cvtepi32_epi8(q[k]));
+        }
+        const __m512i r0 = q8k_reduce4(q[0], q[1], q[2], q[3]), r1 = q8k_reduce4(q[4], q[5], q[6], q[7]);
+        const __m512i r2 = q8k_reduce4(q[8], q[9], q[10], q[11]), r3 = q8k_reduce4(q[12], q[13], q[14], q[15]);
+        /* 4 x 4 transpose of the 128-bit lanes, added: element 4 j + m = bsum 4 j + m */
+        const __m512i ab = _mm512_add_epi32(_mm512_shuffle_i64x2(r0, r1, 0x44), _mm512_shuffle_i64x2(r0, r1, 0xee));
+        const __m512i cd = _mm512_add_epi32(_mm512_shuffle_i64x2(r2, r3, 0x44), _mm512_shuffle_i64x2(r2, r3, 0xee));
+        const __m512i bs = _mm512_add_epi32(_mm512_shuffle_i64x2(ab, cd, 0x88), _mm512_shuffle_i64x2(ab, cd, 0xdd));
+        _mm256_storeu_si256((__m256i *)(void *)y[i].bsums, _mm512_cvtepi32_epi16(bs));
+        y[i].d = 1.0f / iscale;
+    }
+}
+
 /* ---- table ---- */
 
 void DOT512_FILL(struct be_cpu_kernels *k)
@@ -1176,6 +1234,7 @@ void DOT512_FILL(struct be_cpu_kernels *k)
     k->dot[BE_TYPE_Q5_0] = d512_q5_0;
     k->dot[BE_TYPE_IQ4_NL] = d512_iq4_nl;
     k->dot[BE_TYPE_Q6_K] = d512_q6_k;
+    k->act[BE_TYPE_Q8_K] = a512_q8_k;
 #ifdef DOT_VNNI
     k->gemm[BE_TYPE_Q4_K] = (struct be_cpu_gemm){kp_pack_q4_k, kgemm_k4, KP_SB(8)};
     k->gemm[BE_TYPE_Q5_K] = (struct be_cpu_gemm){kp_pack_q5_k, kgemm_k4, KP_SB(8)};

@@ -141,6 +141,18 @@ double be_cpu__sumsq_avx2(const float *x, int64_t n);
 /* y[i] = x[i] * s * (w ? w[i] : 1). */
 void be_cpu__scale_mul_avx2(float *y, const float *x, const float *w, float s, int64_t n);
 
+/* ---- the same where AVX-512 pays (kernels/cpu/ops_avx512.c), called only when
+ * be_cpu__isa_detect() >= BE_CPU_ISA_AVX512 ---- */
+
+/* be_cpu__swiglu_avx2 in 16 lanes, the tail masked instead of scalar. */
+void be_cpu__swiglu_avx512(float *y, const float *g, const float *u, int64_t n);
+/* be_cpu__attn_scores_avx2 and be_cpu__attn_acc_avx2 in 16 lanes (head
+ * sizes not a multiple of 16 go to those). */
+void be_cpu__attn_scores_avx512(enum be_type t, const float *q, int n_g, int hd, const void *const *rows, int cn,
+                                float *s, int64_t s_stride, float scale);
+void be_cpu__attn_acc_avx512(enum be_type t, float *acc, int n_g, int hd, const float *w, int64_t w_stride,
+                             const void *const *rows, int cn);
+
 /* ---- grouped MoE layer (moe.c) ---- */
 
 struct be_moe_layer;
@@ -155,9 +167,13 @@ struct be_cpu_moe_scratch {
 /* Sizes s for at most n_pairs (expert, token) pairs of n_tok tokens. */
 int be_cpu__moe_reserve(struct be_cpu_moe_scratch *s, int64_t n_pairs, int64_t n_tok, int64_t n_ff,
                         int64_t n_embd);
+/* y[i] = silu(g[i]) * u[i] (the backend's best version, y may be g). */
+typedef void (*be_cpu_swiglu_fn)(float *y, const float *g, const float *u, int64_t n);
 /* be_ops.moe_ffn on the CPU (see backend.h); pack is the per-thread GEMM
- * panel memory (pack_len bytes per thread) or NULL. */
-void be_cpu__moe_ffn(struct be_cpu_pool *pool, const struct be_cpu_kernels *k,
+ * panel memory (pack_len bytes per thread) or NULL; swiglu the backend's
+ * elementwise SwiGLU, so that the grouped layer and the per-expert path
+ * agree. */
+void be_cpu__moe_ffn(struct be_cpu_pool *pool, const struct be_cpu_kernels *k, be_cpu_swiglu_fn swiglu,
                      struct be_cpu_moe_scratch *s, uint8_t *pack, size_t pack_len, float *y,
                      const float *x, int64_t n_tok, const struct be_moe_layer *l);
 /* be_ops.moe_combine on the CPU. */

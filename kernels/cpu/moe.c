@@ -26,13 +26,13 @@
 #include "common/log.h"
 
 #include <errno.h>
-#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 struct moe_job {
     const struct be_moe_layer *l;
     const struct be_cpu_kernels *k;
+    be_cpu_swiglu_fn swiglu;
     const float *x;
     float *y;
     int64_t n_tok;
@@ -183,8 +183,7 @@ static void swiglu_task(void *ctx, int64_t p, int tid)
     const struct be_moe_layer *l = j->l;
     float *g = j->g + (size_t)p * l->n_ff;
     const float *u = j->u + (size_t)p * l->n_ff;
-    for (int64_t i = 0; i < l->n_ff; i++)
-        g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+    j->swiglu(g, g, u, l->n_ff);
     convert(j->k, be_type_info(l->down_type)->vec_dot_type, g, j->ha + (size_t)p * j->ha_row, l->n_ff);
 }
 
@@ -294,14 +293,14 @@ int be_cpu__moe_reserve(struct be_cpu_moe_scratch *s, int64_t n_pairs, int64_t n
     return 0;
 }
 
-void be_cpu__moe_ffn(struct be_cpu_pool *pool, const struct be_cpu_kernels *k,
+void be_cpu__moe_ffn(struct be_cpu_pool *pool, const struct be_cpu_kernels *k, be_cpu_swiglu_fn swiglu,
                      struct be_cpu_moe_scratch *s, uint8_t *pack, size_t pack_len, float *y,
                      const float *x, int64_t n_tok, const struct be_moe_layer *l)
 {
     if (l->n_active == 0)
         return;
     const int64_t P = l->offset[l->n_active];
-    struct moe_job j = {.l = l, .k = k, .x = x, .y = y, .n_tok = n_tok, .pack = pack, .pack_len = pack_len};
+    struct moe_job j = {.l = l, .k = k, .swiglu = swiglu, .x = x, .y = y, .n_tok = n_tok, .pack = pack, .pack_len = pack_len};
     uint8_t *m = s->mem;
 #define TAKE(ptr, type, bytes) (ptr = (type)m, m += ((size_t)(bytes) + 63) / 64 * 64)
     TAKE(j.g, float *, (size_t)P * (size_t)l->n_ff * 4);
