@@ -335,6 +335,14 @@ static void qk_norm(struct fwd *f, const struct model_layer *L, int64_t n)
     }
 }
 
+/* x[i] += d[i] (the residual adds): restrict so that it vectorizes; the
+ * loop through f-> pointers reloaded both per value. */
+static void add_rows(float *restrict x, const float *restrict d, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
+        x[i] += d[i];
+}
+
 static void attention_block(struct fwd *f, uint32_t il, const struct fwd_batch *b)
 {
     const struct model *m = f->m;
@@ -371,8 +379,7 @@ static void attention_block(struct fwd *f, uint32_t il, const struct fwd_batch *
     };
     ops->attention(f->be, f->att, f->q, n, &a);
     matmul_w(f, f->tmp, &L->wo, f->att, n);
-    for (int64_t i = 0; i < n * E; i++)
-        f->x[i] += f->tmp[i];
+    add_rows(f->x, f->tmp, n * E);
 }
 
 static void dense_ffn(struct fwd *f, const struct model_weight *gate, const struct model_weight *up,
@@ -390,6 +397,7 @@ static void route(struct fwd *f, uint32_t il, int64_t n)
 {
     const struct model_hparams *hp = &f->m->hp;
     const int64_t NE = hp->n_expert, K = hp->n_expert_used;
+    uint64_t taken[(NE + 63) / 64]; /* the experts already chosen (NE <= 4096, model.c) */
     for (int64_t t = 0; t < n; t++) {
         float *r = f->router + t * NE;
         float mx = -INFINITY;
@@ -405,15 +413,13 @@ static void route(struct fwd *f, uint32_t il, int64_t n)
             r[e] = (float)(r[e] / sum);
         int32_t *ids = f->topk_id + t * K;
         float *w = f->topk_w + t * K;
+        memset(taken, 0, sizeof taken);
         for (int64_t j = 0; j < K; j++) {
             int32_t best = -1;
-            for (int64_t e = 0; e < NE; e++) {
-                bool taken = false;
-                for (int64_t i = 0; i < j; i++)
-                    taken |= ids[i] == e;
-                if (!taken && (best < 0 || r[e] > r[best]))
+            for (int64_t e = 0; e < NE; e++)
+                if (!(taken[e / 64] >> (e % 64) & 1) && (best < 0 || r[e] > r[best]))
                     best = (int32_t)e;
-            }
+            taken[best / 64] |= 1ull << (best % 64);
             ids[j] = best;
             w[j] = r[best];
         }
@@ -808,8 +814,7 @@ int fwd_decode(struct fwd *f, const struct fwd_batch *b, float *logits)
             moe_ffn(f, il, n);
         else
             dense_ffn(f, &L->ffn_gate, &L->ffn_up, &L->ffn_down, f->xn, f->ffn_out, n);
-        for (int64_t i = 0; i < n * E; i++)
-            f->x[i] += f->ffn_out[i];
+        add_rows(f->x, f->ffn_out, n * E);
     }
     for (int32_t i = 0; i < b->n_out; i++)
         memcpy(f->out_rows + (int64_t)i * E, f->x + (int64_t)b->out_idx[i] * E, (size_t)E * 4);

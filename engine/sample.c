@@ -220,7 +220,21 @@ static int32_t argmax_first(const float *v, uint32_t n)
         mx = v[i] > mx ? v[i] : mx;
     if (!(mx > v[0]))
         return 0; /* v[0] is a maximum (or NaN, which the scan keeps too) */
-    for (i = 1; i < n; i++)
+    i = 1;
+#ifdef __SSE2__
+    /* The first index holding mx, 16 values per test (a scalar scan of a
+     * 151936-token vocabulary took ~40 us a token). */
+    const __m128 mv = _mm_set1_ps(mx);
+    for (; i + 16 <= n; i += 16) {
+        const int hit = _mm_movemask_ps(_mm_cmpeq_ps(_mm_loadu_ps(v + i), mv)) |
+                        _mm_movemask_ps(_mm_cmpeq_ps(_mm_loadu_ps(v + i + 4), mv)) << 4 |
+                        _mm_movemask_ps(_mm_cmpeq_ps(_mm_loadu_ps(v + i + 8), mv)) << 8 |
+                        _mm_movemask_ps(_mm_cmpeq_ps(_mm_loadu_ps(v + i + 12), mv)) << 12;
+        if (hit)
+            return (int32_t)(i + (uint32_t)__builtin_ctz((unsigned)hit));
+    }
+#endif
+    for (; i < n; i++)
         if (v[i] == mx)
             return (int32_t)i;
     return 0;
