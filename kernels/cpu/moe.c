@@ -3,9 +3,10 @@
  * moe.c - the CPU backend's grouped MoE layer (be_ops.moe_ffn): all active
  * experts of one layer for a whole batch in four parallel phases, instead of
  * three small matmuls per expert:
- *   1. each (expert, token) pair's row of x is converted to the gate/up
- *      activation format into a contiguous block per expert, so that the
- *      dot kernels see an expert's tokens side by side;
+ *   1. each token's row of x is converted to the gate/up activation format
+ *      once and copied to each of its (expert, token) pairs' slots, a
+ *      contiguous block per expert, so that the dot kernels see an expert's
+ *      tokens side by side;
  *   2. gate and up: tasks are (expert, chunk of n_ff rows); each weight row
  *      is decoded once for all the tokens routed to that expert;
  *   3. h = silu(g) * u per (expert, token) pair, converted to the down
@@ -148,15 +149,28 @@ static void convert(const struct be_cpu_kernels *k, enum be_type at, const float
         k->act[at](x, dst, n);
 }
 
-static void conv_x_task(void *ctx, int64_t p, int tid)
+/* Token t's row of x, converted once into its first pair's slot and copied
+ * to its other pairs' (a token has up to k pairs; converting per pair
+ * repeated the same quantization k times). */
+static void conv_x_task(void *ctx, int64_t t, int tid)
 {
     (void)tid;
     struct moe_job *j = ctx;
     const struct be_moe_layer *l = j->l;
-    const float *x = j->x + (int64_t)l->tok[p] * l->n_embd;
-    convert(j->k, be_type_info(l->gate_type)->vec_dot_type, x, j->xa + (size_t)p * j->xa_row, l->n_embd);
+    const int32_t q0 = j->tok_first[t], q1 = j->tok_first[t + 1];
+    if (q0 == q1)
+        return;
+    const float *x = j->x + t * l->n_embd;
+    const int32_t p0 = j->tok_pairs[q0];
+    convert(j->k, be_type_info(l->gate_type)->vec_dot_type, x, j->xa + (size_t)p0 * j->xa_row, l->n_embd);
     if (j->xb)
-        convert(j->k, be_type_info(l->up_type)->vec_dot_type, x, j->xb + (size_t)p * j->xb_row, l->n_embd);
+        convert(j->k, be_type_info(l->up_type)->vec_dot_type, x, j->xb + (size_t)p0 * j->xb_row, l->n_embd);
+    for (int32_t q = q0 + 1; q < q1; q++) {
+        const int32_t p = j->tok_pairs[q];
+        memcpy(j->xa + (size_t)p * j->xa_row, j->xa + (size_t)p0 * j->xa_row, j->xa_row);
+        if (j->xb)
+            memcpy(j->xb + (size_t)p * j->xb_row, j->xb + (size_t)p0 * j->xb_row, j->xb_row);
+    }
 }
 
 static void gate_up_task(void *ctx, int64_t task, int tid)
@@ -359,7 +373,7 @@ void be_cpu__moe_ffn(struct be_cpu_pool *pool, const struct be_cpu_kernels *k, b
         j.chunk_e = ((j.chunk_e + 1) / 2 + 15) / 16 * 16;
     j.tasks_per_ex_e = (l->n_embd + j.chunk_e - 1) / j.chunk_e;
 
-    be_cpu__pool_run(pool, conv_x_task, &j, P);
+    be_cpu__pool_run(pool, conv_x_task, &j, n_tok);
     be_cpu__pool_run(pool, gate_up_task, &j, l->n_active * j.tasks_per_ex_ff);
     be_cpu__pool_run(pool, swiglu_task, &j, P);
     be_cpu__pool_run(pool, down_task, &j, l->n_active * j.tasks_per_ex_e);
