@@ -1010,6 +1010,21 @@ HOT void rw_q6_k_body(int64_t n, const uint8_t *w, size_t ws, int nr, const uint
     rw_store(acc, s, ss, ny, nr);
 }
 
+/* The first rows of a call, up to where the running prefetch starts
+ * (rows pf_rows on): requested all at once at entry, so that their misses
+ * overlap instead of arriving a super-block's worth at a time, as demand
+ * loads. A MoE expert's rows are a new stream per call (three per expert
+ * and layer). Measured on Zen 5, medium Q4_K_M, 2 threads, 4 alternating
+ * runs: 16-stream decode 468 -> 485 tokens/s (+3.5 %), one stream +1 %.
+ * Asking, at a task's start, for the head of the task after it as well
+ * measured no better (440 vs 448), and was left out. */
+HOT void rw_prefetch_head(const uint8_t *w, size_t ws, int n_rows, int pf_rows)
+{
+    const size_t len = (size_t)(n_rows < pf_rows ? n_rows : pf_rows) * ws;
+    for (size_t o = 0; o < len; o += 64)
+        __builtin_prefetch(w + o, 0, 3);
+}
+
 /* Rows in groups of 4, each against every group of up to RW_NY tokens while
  * it is in L1; the row group RW_PF_BYTES ahead is prefetched meanwhile
  * (only within the n_rows given). */
@@ -1019,6 +1034,7 @@ HOT void rw_q6_k_body(int64_t n, const uint8_t *w, size_t ws, int nr, const uint
     {                                                                                      \
         const uint8_t *w = vw;                                                             \
         const int pf_groups = (int)((RW_PF_BYTES + 4 * ws - 1) / (4 * ws));                \
+        rw_prefetch_head(w, ws, n_rows, 4 * pf_groups);                                    \
         for (int r = 0; r < n_rows; r += 4) {                                              \
             const int nr = n_rows - r < 4 ? n_rows - r : 4;                                \
             const int pr = r + 4 * pf_groups;                                              \
@@ -1140,6 +1156,8 @@ static void rw_q8_0(int64_t n, const void *vw, size_t ws, int n_rows, const void
             }
         }
         const int pf_groups = (int)((RW_PF_BYTES + 4 * ws - 1) / (4 * ws));
+        if (t0 == 0)
+            rw_prefetch_head(w, ws, n_rows, 4 * pf_groups);
         const uint8_t *yt = (const uint8_t *)vy + (size_t)t0 * ys;
         for (int r = 0; r < n_rows; r += 4) {
             const int nr = n_rows - r < 4 ? n_rows - r : 4;
