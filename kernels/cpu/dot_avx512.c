@@ -61,6 +61,15 @@ void DOT512_FILL(struct be_cpu_kernels *k);
 
 /* ---- helpers ---- */
 
+/* Lane (128-bit) k of the result: the sums of a, b, c and d over their
+ * lane k, in that order (4 x 4 int32 -> 4 sums per lane). */
+HOT __m512i sum4_lanes_epi32(__m512i a, __m512i b, __m512i c, __m512i d)
+{
+    const __m512i ab = _mm512_add_epi32(_mm512_unpacklo_epi32(a, b), _mm512_unpackhi_epi32(a, b));
+    const __m512i cd = _mm512_add_epi32(_mm512_unpacklo_epi32(c, d), _mm512_unpackhi_epi32(c, d));
+    return _mm512_add_epi32(_mm512_unpacklo_epi64(ab, cd), _mm512_unpackhi_epi64(ab, cd));
+}
+
 HOT __m512i dp512_u8s8(__m512i acc, __m512i u, __m512i s)
 {
 #ifdef DOT_VNNI
@@ -805,11 +814,8 @@ HOT void rw_load4x2(const uint8_t *p, size_t w1, size_t w2, size_t w3, size_t of
 HOT __m512i rw_reduce(const __m512i r[RW_NY], const int t0, const int ny)
 {
     const __m512i z = _mm512_setzero_si512();
-    const __m512i a = r[t0], b = ny > t0 + 1 ? r[t0 + 1] : z, c = ny > t0 + 2 ? r[t0 + 2] : z,
-                  d = ny > t0 + 3 ? r[t0 + 3] : z;
-    const __m512i ab = _mm512_add_epi32(_mm512_unpacklo_epi32(a, b), _mm512_unpackhi_epi32(a, b));
-    const __m512i cd = _mm512_add_epi32(_mm512_unpacklo_epi32(c, d), _mm512_unpackhi_epi32(c, d));
-    return _mm512_add_epi32(_mm512_unpacklo_epi64(ab, cd), _mm512_unpackhi_epi64(ab, cd));
+    return sum4_lanes_epi32(r[t0], ny > t0 + 1 ? r[t0 + 1] : z, ny > t0 + 2 ? r[t0 + 2] : z,
+                            ny > t0 + 3 ? r[t0 + 3] : z);
 }
 
 /* Super-block scales of the tokens t0..t0+3, lane (row q, t) = y_t d. */
@@ -1188,14 +1194,6 @@ RW_ENTRY(rw_q6_k, struct block_q6_K)
  * the same bytes), with one 16-value group per register: its 16 bytes are
  * one vpmovdb and the 16 bsums come out of one transposing reduction of the
  * 16 registers instead of 16 horizontal sums. */
-HOT __m512i q8k_reduce4(__m512i a, __m512i b, __m512i c, __m512i d)
-{
-    /* lane (128-bit) k of the result: the sums of a, b, c, d over their lane k */
-    const __m512i ab = _mm512_add_epi32(_mm512_unpacklo_epi32(a, b), _mm512_unpackhi_epi32(a, b));
-    const __m512i cd = _mm512_add_epi32(_mm512_unpacklo_epi32(c, d), _mm512_unpackhi_epi32(c, d));
-    return _mm512_add_epi32(_mm512_unpacklo_epi64(ab, cd), _mm512_unpackhi_epi64(ab, cd));
-}
-
 static void a512_q8_k(const float *x, void *vy, int64_t n)
 {
     struct block_q8_K *y = vy;
@@ -1228,8 +1226,8 @@ static void a512_q8_k(const float *x, void *vy, int64_t n)
             q[k] = _mm512_cvtps_epi32(_mm512_min_ps(r, top));
             _mm_storeu_si128((__m128i *)(void *)(y[i].qs + 16 * k), _mm512_cvtepi32_epi8(q[k]));
         }
-        const __m512i r0 = q8k_reduce4(q[0], q[1], q[2], q[3]), r1 = q8k_reduce4(q[4], q[5], q[6], q[7]);
-        const __m512i r2 = q8k_reduce4(q[8], q[9], q[10], q[11]), r3 = q8k_reduce4(q[12], q[13], q[14], q[15]);
+        const __m512i r0 = sum4_lanes_epi32(q[0], q[1], q[2], q[3]), r1 = sum4_lanes_epi32(q[4], q[5], q[6], q[7]);
+        const __m512i r2 = sum4_lanes_epi32(q[8], q[9], q[10], q[11]), r3 = sum4_lanes_epi32(q[12], q[13], q[14], q[15]);
         /* 4 x 4 transpose of the 128-bit lanes, added: element 4 j + m = bsum 4 j + m */
         const __m512i ab = _mm512_add_epi32(_mm512_shuffle_i64x2(r0, r1, 0x44), _mm512_shuffle_i64x2(r0, r1, 0xee));
         const __m512i cd = _mm512_add_epi32(_mm512_shuffle_i64x2(r2, r3, 0x44), _mm512_shuffle_i64x2(r2, r3, 0xee));

@@ -200,6 +200,19 @@ static inline __attribute__((always_inline)) void acc_blk16(enum be_type T, cons
             _mm512_storeu_ps(acc + (int64_t)g * hd + i0 + 16 * b, a[g][b]);
 }
 
+/* acc_blk16 with the head count nb (4, 2 or 1) as a constant. */
+static inline __attribute__((always_inline)) void acc_blk16_nb(enum be_type T, int nb, const int IB, float *acc, int hd,
+                                                               int i0, const float *w, int64_t w_stride,
+                                                               const void *const *rows, int cn)
+{
+    if (nb == 4)
+        acc_blk16(T, 4, IB, acc, hd, i0, w, w_stride, rows, cn);
+    else if (nb == 2)
+        acc_blk16(T, 2, IB, acc, hd, i0, w, w_stride, rows, cn);
+    else
+        acc_blk16(T, 1, IB, acc, hd, i0, w, w_stride, rows, cn);
+}
+
 static inline __attribute__((always_inline)) void acc16_t(enum be_type T, float *acc, int n_g, int hd, const float *w,
                                                           int64_t w_stride, const void *const *rows, int cn)
 {
@@ -208,22 +221,10 @@ static inline __attribute__((always_inline)) void acc16_t(enum be_type T, float 
         float *ag = acc + (int64_t)g * hd;
         const float *wg = w + g * w_stride;
         int i = 0;
-        for (; i + 64 <= hd; i += 64) {
-            if (nb == 4)
-                acc_blk16(T, 4, 4, ag, hd, i, wg, w_stride, rows, cn);
-            else if (nb == 2)
-                acc_blk16(T, 2, 4, ag, hd, i, wg, w_stride, rows, cn);
-            else
-                acc_blk16(T, 1, 4, ag, hd, i, wg, w_stride, rows, cn);
-        }
-        for (; i < hd; i += 16) {
-            if (nb == 4)
-                acc_blk16(T, 4, 1, ag, hd, i, wg, w_stride, rows, cn);
-            else if (nb == 2)
-                acc_blk16(T, 2, 1, ag, hd, i, wg, w_stride, rows, cn);
-            else
-                acc_blk16(T, 1, 1, ag, hd, i, wg, w_stride, rows, cn);
-        }
+        for (; i + 64 <= hd; i += 64)
+            acc_blk16_nb(T, nb, 4, ag, hd, i, wg, w_stride, rows, cn);
+        for (; i < hd; i += 16)
+            acc_blk16_nb(T, nb, 1, ag, hd, i, wg, w_stride, rows, cn);
         g += nb;
     }
 }
