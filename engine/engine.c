@@ -61,6 +61,7 @@ struct eng_params eng_params_default(void)
         .sched = ENG_SCHED_FCFS,
         .max_skip = 4,
         .prefix_cache = true,
+        .prepack = true,
         .max_queued = 64,
         .gpu = BE_GPU_AUTO,
     };
@@ -1096,7 +1097,7 @@ int eng_init(struct engine **out, const struct eng_params *p, char *err, size_t 
     struct be_init_params bp = {.gpu = (enum be_gpu)p->gpu, .device = p->device,
                                 .cpu = {.n_threads = p->n_threads}};
     struct fwd_params fp = {.n_tok_max = e->p.batch_tokens, .n_ctx = e->ctx, .kv_blocks = n_blocks,
-                            .kv_block_size = bs, .kv_type = p->kv_type, .xs = e->xs};
+                            .kv_block_size = bs, .kv_type = p->kv_type, .xs = e->xs, .prepack = p->prepack};
     if ((rc = setup_prediction(e, &fp, err, errlen)) < 0)
         goto fail;
     if ((rc = be_init(&e->be, &bp, err, errlen)) < 0)
@@ -1104,6 +1105,11 @@ int eng_init(struct engine **out, const struct eng_params *p, char *err, size_t 
     if ((rc = kv_init(&e->kv, &kp)) < 0 || (rc = fwd_init(&e->f, e->m, e->be, &fp)) < 0) {
         snprintf(err, errlen, "cannot set up the engine: %s", err_str(rc));
         goto fail;
+    }
+    if (fwd_get_stats(e->f)->prepacked_bytes) {
+        char pb[32];
+        plan_bytes_str(fwd_get_stats(e->f)->prepacked_bytes, pb, sizeof pb);
+        log_info("engine", "dense matrices also kept in the batch layout: %s (engine.prepack)", pb);
     }
     e->logits = malloc((size_t)e->p.parallel * e->m->hp.n_vocab * sizeof(float));
     e->running = calloc((size_t)e->p.parallel, sizeof *e->running);

@@ -97,6 +97,18 @@ static void *zalloc(size_t n, int *fail)
     return p;
 }
 
+/* The backend's batch-layout copy of a dense matrix (absent ones skipped). */
+static int prepack_w(struct fwd *f, const struct model_weight *w)
+{
+    if (!w->data || w->n_out <= 1)
+        return 0;
+    int64_t n = f->be->ops->prepack(f->be, w->data, w->type, w->n_in, w->n_out);
+    if (n < 0)
+        return (int)n;
+    f->st.prepacked_bytes += (uint64_t)n;
+    return 0;
+}
+
 int fwd_init(struct fwd **out, const struct model *m, struct be *be, const struct fwd_params *p)
 {
     const struct model_hparams *hp = &m->hp;
@@ -213,6 +225,21 @@ int fwd_init(struct fwd **out, const struct model *m, struct be *be, const struc
     if (hp->n_expert && be->ops->moe_ffn && be->ops->reserve_moe &&
         be->ops->reserve_moe(be, T * K, hp->n_ff_exp, E) < 0)
         goto oom;
+
+    if (p->prepack && be->ops->prepack) {
+        const struct model_weight *ws[] = {&m->output};
+        for (size_t i = 0; i < sizeof ws / sizeof *ws; i++)
+            if (prepack_w(f, ws[i]) < 0)
+                goto oom;
+        for (uint32_t l = 0; l < hp->n_layer; l++) {
+            const struct model_layer *L = &m->layers[l];
+            const struct model_weight *lw[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->ffn_gate, &L->ffn_up,
+                                               &L->ffn_down, &L->gate_shexp, &L->up_shexp, &L->down_shexp};
+            for (size_t i = 0; i < sizeof lw / sizeof *lw; i++)
+                if (prepack_w(f, lw[i]) < 0)
+                    goto oom;
+        }
+    }
 
     f->rope.mode = m->arch->rope == ARCH_ROPE_NORM ? BE_ROPE_NORM : BE_ROPE_NEOX;
     if (p->mutate & FWD_MUTATE_ROPE_STYLE)

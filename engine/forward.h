@@ -52,6 +52,10 @@ struct fwd_params {
     bool pregate;                 /* compute pre-gating (implied by pred in pregate/combined mode) */
     bool pregate_input;           /* pre-gate on layer L's input instead of after its attention */
     struct trace_writer *trace;   /* borrowed: each token's routing and pre-gating */
+    /* Keep the dense matrices (attention, output, dense and shared FFN) a
+     * second time in the backend's batch layout (be_ops.prepack), for steps
+     * of several tokens; prepacked_bytes in the stats says what it took. */
+    bool prepack;
 };
 
 /* Deliberate errors that the reference tests must detect (negative controls). */
@@ -83,6 +87,7 @@ struct fwd_stats {
     double pregate_seconds;           /* time spent pre-gating */
     double predict_seconds;           /* time spent merging predictions and prefetching */
     uint64_t trace_errors;            /* trace records that could not be written */
+    uint64_t prepacked_bytes;         /* the dense matrices' batch-layout copies (fwd_params.prepack) */
 };
 
 struct fwd;

@@ -272,6 +272,82 @@ static void test_matmul_batch_invariance(void **state)
     check_matmul_batch(BE_TYPE_Q5_K, 256, 1000, 13);
 }
 
+/* be_ops.prepack: a matrix kept in the batch layout gives the same bits as
+ * the matrix as stored, at every token count and thread count; and the copy
+ * is what matmul reads (changing the original afterwards changes nothing). */
+static void check_prepacked(enum be_type wt, int64_t n_in, int64_t n_out, uint64_t seed, int *n_packed)
+{
+    static const int64_t toks[] = {1, 2, 3, 8, 9, 16, 17, 64};
+    const int64_t n_tok_max = 64;
+    const size_t wrow = be_row_size(wt, n_in);
+    uint64_t s = seed;
+    float *wf = malloc((size_t)n_out * n_in * sizeof(float));
+    uint8_t *w = malloc((size_t)n_out * wrow);
+    float *x = malloc((size_t)n_tok_max * n_in * sizeof(float));
+    float *want = malloc((size_t)n_tok_max * n_out * sizeof(float));
+    float *got = malloc((size_t)n_tok_max * n_out * sizeof(float));
+    fill_rand(wf, n_out * n_in, &s, 1.0f);
+    fill_rand(x, n_tok_max * n_in, &s, 2.0f);
+    for (int64_t o = 0; o < n_out; o++)
+        be_quant_row(wt, wf + o * n_in, w + o * wrow, n_in);
+    for (int th = 0; th < N_THREADS_CASES; th++) {
+        struct be *plain = make_be(g_threads[th], n_tok_max, n_in, 16);
+        struct be *pp = make_be(g_threads[th], n_tok_max, n_in, 16);
+        assert_non_null(pp->ops->prepack);
+        const int64_t bytes = pp->ops->prepack(pp, w, wt, n_in, n_out);
+        assert_true(bytes >= 0);
+        if (bytes > 0) {
+            /* about the type's own size: at most a panel's padding more */
+            assert_true((size_t)bytes <= (size_t)n_out * wrow * 11 / 10 + 16 * wrow + 4096);
+            assert_int_equal(pp->ops->prepack(pp, w, wt, n_in, n_out), 0); /* once per matrix */
+            if (th == 0)
+                (*n_packed)++;
+        }
+        for (size_t ki = 0; ki < sizeof toks / sizeof toks[0]; ki++) {
+            const int64_t n_tok = toks[ki];
+            plain->ops->matmul(plain, want, w, wt, n_in, n_out, x, n_tok);
+            pp->ops->matmul(pp, got, w, wt, n_in, n_out, x, n_tok);
+            if (memcmp(want, got, (size_t)n_tok * n_out * sizeof(float)) != 0)
+                fail_msg("prepacked %s n_in %lld n_out %lld n_tok %lld threads %d differs from the matrix as stored",
+                         be_type_name(wt), (long long)n_in, (long long)n_out, (long long)n_tok, g_threads[th]);
+        }
+        if (bytes > 0) { /* negative control: the stored copy is the one read */
+            uint8_t *w2 = malloc((size_t)n_out * wrow);
+            memcpy(w2, w, (size_t)n_out * wrow);
+            float *wf2 = malloc((size_t)n_in * sizeof(float));
+            for (int64_t o = 0; o < n_out; o++) {
+                fill_rand(wf2, n_in, &s, 1.0f);
+                be_quant_row(wt, wf2, w + o * wrow, n_in);
+            }
+            free(wf2);
+            pp->ops->matmul(pp, got, w, wt, n_in, n_out, x, 16);
+            plain->ops->matmul(plain, want, w, wt, n_in, n_out, x, 16);
+            assert_true(memcmp(want, got, (size_t)16 * n_out * sizeof(float)) != 0);
+            memcpy(w, w2, (size_t)n_out * wrow);
+            free(w2);
+        }
+        be_free(plain);
+        be_free(pp);
+    }
+    free(wf);
+    free(w);
+    free(x);
+    free(want);
+    free(got);
+}
+
+static void test_matmul_prepacked(void **state)
+{
+    (void)state;
+    int n_packed = 0;
+    for (size_t i = 0; i < sizeof g_wtypes / sizeof g_wtypes[0]; i++)
+        check_prepacked(g_wtypes[i], 512, 37, 4000 + i, &n_packed);
+    /* the output matrix's shape class: many panels and tasks, a partial last panel */
+    check_prepacked(BE_TYPE_Q6_K, 1024, 1000 + 7, 21, &n_packed);
+    check_prepacked(BE_TYPE_Q6_K, 256, 1, 22, &n_packed);
+    printf("prepacked: %d matrices kept in the batch layout (0 without AVX-512 VNNI)\n", n_packed);
+}
+
 /* ---- attention ---- */
 
 struct attn_case {
@@ -855,6 +931,7 @@ int main(void)
         cmocka_unit_test(test_matmul_types),
         cmocka_unit_test(test_matmul_shapes),
         cmocka_unit_test(test_matmul_batch_invariance),
+        cmocka_unit_test(test_matmul_prepacked),
         cmocka_unit_test(test_attention),
         cmocka_unit_test(test_rope),
         cmocka_unit_test(test_rmsnorm),

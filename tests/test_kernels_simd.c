@@ -210,13 +210,13 @@ static void test_dot(void **state)
 static int g_gemm_checks;
 
 /* One weight type, one row length: a panel of n_rows rows against n_y =
- * 1..BE_CPU_GEMM_NY activation rows. */
-static void gemm_case(const struct be_cpu_kernels *k, enum be_type t, int64_t n, int n_rows,
-                      uint64_t *rng)
+ * 1..BE_CPU_GEMM_NY activation rows; g is the type's gemm[] (prefill
+ * panels) or stored[] (prepacked matrices) entry, both held to dot[]'s bits. */
+static void gemm_case(const struct be_cpu_kernels *k, const struct be_cpu_gemm *g, enum be_type t, int64_t n,
+                      int n_rows, uint64_t *rng)
 {
     const struct be_type_info *ti = be_type_info(t);
     const enum be_type vt = ti->vec_dot_type;
-    const struct be_cpu_gemm *g = &k->gemm[t];
     const size_t wrow = be_row_size(t, n) + 2 * align_of(t); /* rows apart by more than a row */
     const size_t y_row = be_row_size(vt, n), ys = y_row + 3 * align_of(vt);
     const size_t panel = (size_t)g->bytes_per_blk * (size_t)(n / ti->blck);
@@ -296,23 +296,28 @@ static void test_gemm(void **state)
     if (*(const enum be_cpu_isa *)*state == BE_CPU_ISA_AVX512VNNI) /* the prefill types */
         assert_true(k->gemm[BE_TYPE_Q4_K].pack && k->gemm[BE_TYPE_Q5_K].pack &&
                     k->gemm[BE_TYPE_Q6_K].pack && k->gemm[BE_TYPE_Q8_0].pack);
+    if (*(const enum be_cpu_isa *)*state == BE_CPU_ISA_AVX512VNNI) /* the stored output matrix's type */
+        assert_true(k->stored[BE_TYPE_Q6_K].pack != NULL);
     uint64_t rng = 0x9e3779b9u + (uint64_t)*(const enum be_cpu_isa *)*state;
-    int before = g_gemm_checks, n_types = 0;
-    for (size_t ti = 0; ti < N_WEIGHT_TYPES; ti++) {
-        enum be_type t = g_weight_types[ti];
-        if (!k->gemm[t].pack)
-            continue;
-        assert_non_null(k->gemm[t].run);
-        n_types++;
-        const int64_t blck = be_type_info(t)->blck;
-        static const int64_t blocks[] = {1, 2, 3, 17, 32}; /* Q8_0: odd tails and none */
-        static const int rows[] = {BE_CPU_GEMM_ROWS, 5, 1};
-        for (size_t b = 0; b < 5; b++)
-            for (size_t r = 0; r < 3; r++)
-                gemm_case(k, t, blocks[b] * blck, rows[r], &rng);
+    for (int stored = 0; stored < 2; stored++) {
+        int before = g_gemm_checks, n_types = 0;
+        for (size_t ti = 0; ti < N_WEIGHT_TYPES; ti++) {
+            enum be_type t = g_weight_types[ti];
+            const struct be_cpu_gemm *g = stored ? &k->stored[t] : &k->gemm[t];
+            if (!g->pack)
+                continue;
+            assert_non_null(g->run);
+            n_types++;
+            const int64_t blck = be_type_info(t)->blck;
+            static const int64_t blocks[] = {1, 2, 3, 17, 32}; /* Q8_0: odd tails and none */
+            static const int rows[] = {BE_CPU_GEMM_ROWS, 5, 1};
+            for (size_t b = 0; b < 5; b++)
+                for (size_t r = 0; r < 3; r++)
+                    gemm_case(k, g, t, blocks[b] * blck, rows[r], &rng);
+        }
+        printf("level %s: %d %s comparisons, %d weight types\n", k->isa_name, g_gemm_checks - before,
+               stored ? "stored-panel" : "gemm", n_types);
     }
-    printf("level %s: %d gemm comparisons, %d weight types\n", k->isa_name,
-           g_gemm_checks - before, n_types);
 }
 
 /* ---- rows (small batches on the rows as stored) ---- */

@@ -35,6 +35,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 /* Weight bytes of one matmul tile: walked once per token group, so it
  * should stay in L2 together with the activations being streamed past. */
@@ -55,6 +56,16 @@
  * 8 tokens 98 vs 121, 16 tokens 184 vs 187. At one token the dot kernel
  * stays (single-stream decode's output matrix and projections). */
 #define MM_ROWS_MIN_TOK 2
+/* From this many tokens on, a prepacked matrix (cpu_prepack) runs the GEMM
+ * on its stored panels (kernels' stored[]: Q6_K at 6 bits a value). One
+ * thread, 1024-wide Q6_K rows from DRAM, ns a row: 16 tokens 63 against
+ * the rows kernel's 92, 8 tokens 32.5 against 49, 1 token 17.4 against the
+ * dot kernel's 21.7; but in the engine (2 threads, medium Q4_K_M) single-
+ * stream decode measured 136.5 against 144.0 tokens/s with the panels at
+ * 1 token too, so one token keeps the rows as stored. */
+#ifndef MM_PREPACKED_MIN_TOK
+#define MM_PREPACKED_MIN_TOK 2
+#endif
 #define MM_ROWS_MAX_TOK 16
 /* Below this many weight bytes per thread, a matmul is split in exactly
  * one task per thread; above, in a few per thread so that a slow thread
@@ -100,6 +111,17 @@ struct cpu_ctx {
     struct be_cpu_moe_scratch moe; /* the grouped MoE op's scratch */
     uint8_t *pack;      /* n_threads * pack_len bytes, per-thread matmul GEMM panels */
     size_t pack_len;    /* bytes per thread, a multiple of 64 */
+    struct pp_entry *pp; /* prepacked weights (cpu_prepack), n_pp of them */
+    int n_pp, cap_pp;
+};
+
+/* A weight matrix kept packed in GEMM panels, for batches (cpu_prepack). */
+struct pp_entry {
+    const void *w;       /* the matrix as the caller passes it to matmul */
+    enum be_type wt;
+    int64_t n_in, n_out;
+    uint8_t *pk;         /* its panels, panel bytes apart */
+    size_t panel, bytes;
 };
 
 /* ---- plain vector loops (the reference, and the fallback without AVX2) ---- */
@@ -203,6 +225,9 @@ static void cpu_free(struct be *be)
     free(c->scratch);
     free(c->pack);
     free(c->moe.mem);
+    for (int i = 0; i < c->n_pp; i++)
+        free(c->pp[i].pk);
+    free(c->pp);
     free(c);
     free(be);
 }
@@ -374,6 +399,110 @@ static void mm_gemm_task(void *ctx, int64_t task, int thread_id)
     }
 }
 
+/* ---- prepacked weights ---- */
+
+/* The prepacked GEMM path: a task's panels, each against every group of
+ * BE_CPU_GEMM_NY tokens while it is in L1/L2, the next panel prefetched
+ * meanwhile (the panels of a task are one contiguous stream). */
+struct pp_job {
+    const struct be_cpu_gemm *g;
+    const struct pp_entry *e;
+    const uint8_t *act;
+    size_t arow;
+    float *y;
+    int64_t n_tok, panels_per_task, n_panels;
+};
+
+static void mm_pp_task(void *ctx, int64_t task, int thread_id)
+{
+    (void)thread_id;
+    const struct pp_job *j = ctx;
+    const struct pp_entry *e = j->e;
+    const int64_t p0 = task * j->panels_per_task;
+    const int64_t p1 = p0 + j->panels_per_task < j->n_panels ? p0 + j->panels_per_task : j->n_panels;
+    for (int64_t p = p0; p < p1; p++) {
+        if (p + 1 < p1) {
+            const uint8_t *pf = e->pk + (size_t)(p + 1) * e->panel;
+            for (size_t b = 0; b < e->panel; b += 64)
+                __builtin_prefetch(pf + b, 0, 3);
+        }
+        const int64_t o = p * BE_CPU_GEMM_ROWS;
+        const int nr = e->n_out - o < BE_CPU_GEMM_ROWS ? (int)(e->n_out - o) : BE_CPU_GEMM_ROWS;
+        for (int64_t t0 = 0; t0 < j->n_tok; t0 += BE_CPU_GEMM_NY) {
+            const int ny = j->n_tok - t0 < BE_CPU_GEMM_NY ? (int)(j->n_tok - t0) : BE_CPU_GEMM_NY;
+            j->g->run(e->n_in, e->pk + (size_t)p * e->panel, j->act + (size_t)t0 * j->arow, j->arow, ny,
+                      j->y + t0 * e->n_out + o, (size_t)e->n_out, nr);
+        }
+    }
+}
+
+static const struct pp_entry *pp_find(const struct cpu_ctx *c, const void *w, enum be_type wt, int64_t n_in,
+                                      int64_t n_out)
+{
+    for (int i = 0; i < c->n_pp; i++)
+        if (c->pp[i].w == w && c->pp[i].wt == wt && c->pp[i].n_in == n_in && c->pp[i].n_out == n_out)
+            return &c->pp[i];
+    return NULL;
+}
+
+struct pp_pack_job {
+    const struct be_cpu_gemm *g;
+    struct pp_entry *e;
+    size_t wrow;
+    int64_t panels_per_task, n_panels;
+};
+
+static void pp_pack_task(void *ctx, int64_t task, int thread_id)
+{
+    (void)thread_id;
+    const struct pp_pack_job *j = ctx;
+    struct pp_entry *e = j->e;
+    const int64_t p0 = task * j->panels_per_task;
+    const int64_t p1 = p0 + j->panels_per_task < j->n_panels ? p0 + j->panels_per_task : j->n_panels;
+    for (int64_t p = p0; p < p1; p++) {
+        const int64_t o = p * BE_CPU_GEMM_ROWS;
+        const int nr = e->n_out - o < BE_CPU_GEMM_ROWS ? (int)(e->n_out - o) : BE_CPU_GEMM_ROWS;
+        j->g->pack((const uint8_t *)e->w + (size_t)o * j->wrow, j->wrow, nr, e->n_in, e->pk + (size_t)p * e->panel);
+    }
+}
+
+static int64_t cpu_prepack(struct be *be, const void *w, enum be_type wt, int64_t n_in, int64_t n_out)
+{
+    struct cpu_ctx *c = be->ctx;
+    const struct be_type_info *ti = be_type_info(wt);
+    const struct be_cpu_gemm *g = c->kern ? &c->kern->stored[wt] : NULL;
+    if (!ti || !g || !g->pack || n_in <= 0 || n_in % ti->blck || n_out <= 0)
+        return 0;
+    if (pp_find(c, w, wt, n_in, n_out))
+        return 0;
+    if (c->n_pp == c->cap_pp) {
+        int cap = c->cap_pp ? 2 * c->cap_pp : 16;
+        struct pp_entry *q = realloc(c->pp, (size_t)cap * sizeof *q);
+        if (!q)
+            return -ENOMEM;
+        c->pp = q;
+        c->cap_pp = cap;
+    }
+    struct pp_entry e = {.w = w, .wt = wt, .n_in = n_in, .n_out = n_out};
+    e.panel = ((size_t)g->bytes_per_blk * (size_t)(n_in / ti->blck) + 63) / 64 * 64;
+    const int64_t n_panels = (n_out + BE_CPU_GEMM_ROWS - 1) / BE_CPU_GEMM_ROWS;
+    e.bytes = e.panel * (size_t)n_panels;
+    const size_t a = 2u << 20;
+    e.pk = aligned_alloc(a, (e.bytes + a - 1) / a * a);
+    if (!e.pk)
+        return -ENOMEM;
+#ifdef MADV_HUGEPAGE
+    (void)madvise(e.pk, (e.bytes + a - 1) / a * a, MADV_HUGEPAGE);
+#endif
+    struct pp_pack_job j = {.g = g, .e = &e, .wrow = be_row_size(wt, n_in), .n_panels = n_panels};
+    int64_t n_tasks = c->n_threads * 4 < n_panels ? c->n_threads * 4 : n_panels;
+    j.panels_per_task = (n_panels + n_tasks - 1) / n_tasks;
+    n_tasks = (n_panels + j.panels_per_task - 1) / j.panels_per_task;
+    be_cpu__pool_run(c->pool, pp_pack_task, &j, n_tasks);
+    c->pp[c->n_pp++] = e;
+    return (int64_t)e.bytes;
+}
+
 static void cpu_matmul(struct be *be, float *y, const void *w, enum be_type wt, int64_t n_in,
                        int64_t n_out, const float *x, int64_t n_tok)
 {
@@ -413,6 +542,20 @@ static void cpu_matmul(struct be *be, float *y, const void *w, enum be_type wt, 
             n_conv = (n_tok + j.toks_per_task - 1) / j.toks_per_task;
         }
         be_cpu__pool_run(c->pool, mm_convert_task, &j, n_conv);
+    }
+
+    const struct pp_entry *pe = n_tok >= MM_PREPACKED_MIN_TOK ? pp_find(c, w, wt, n_in, n_out) : NULL;
+    if (pe) {
+        struct pp_job pj = {.g = &c->kern->stored[wt], .e = pe, .act = j.act, .arow = j.arow, .y = y,
+                            .n_tok = n_tok, .n_panels = (n_out + BE_CPU_GEMM_ROWS - 1) / BE_CPU_GEMM_ROWS};
+        int64_t n_tasks = (int64_t)(pe->bytes / (2u << 20));
+        n_tasks = n_tasks < nt * 4 ? nt * 4 : n_tasks > nt * 16 ? nt * 16 : n_tasks;
+        if (n_tasks > pj.n_panels)
+            n_tasks = pj.n_panels;
+        pj.panels_per_task = (pj.n_panels + n_tasks - 1) / n_tasks;
+        n_tasks = (pj.n_panels + pj.panels_per_task - 1) / pj.panels_per_task;
+        be_cpu__pool_run(c->pool, mm_pp_task, &pj, n_tasks);
+        return;
     }
 
     /* GEMM: tasks and tiles of whole panels, the tile's panels within
@@ -834,6 +977,7 @@ static const struct be_ops g_cpu_ops = {
     .free = cpu_free,
     .reserve = cpu_reserve,
     .matmul = cpu_matmul,
+    .prepack = cpu_prepack,
     .rmsnorm = cpu_rmsnorm,
     .rope = cpu_rope,
     .kv_store = cpu_kv_store,

@@ -623,6 +623,139 @@ HOT void kgemm_body(int64_t n, const uint8_t *pk, const void *vy, size_t ys, con
 KGEMM_ENTRY(kgemm_k4, 8)
 KGEMM_ENTRY(kgemm_k6, 16)
 
+/* ---- Q6_K stored panels: the GEMM of kgemm_k6 at Q6_K's size ----
+ *
+ * The panels above spend a byte per 6-bit value (plus int32 scales): fine
+ * in per-thread L2 tiles, but a matrix kept packed (be_ops.prepack) is read
+ * from DRAM every step, where 1.41 bytes per value measured no faster than
+ * the rows kernel on 0.82. This panel keeps the values at 6 bits, in the
+ * lanes kgemm uses (lane r = row r, 4 consecutive values per chunk), so the
+ * unpacking is a few shifts and masks per chunk, shared by the token group.
+ * One super-block of 16 rows, P6_SB bytes:
+ *   nib[32][64]  chunks 2j (low nibbles) and 2j + 1 (high nibbles)
+ *   hi[16][64]   the 2 high bits of chunks 4m .. 4m + 3 at bits 0, 2, 4, 6
+ *   sc[8][16][2] int8 scales 2u and 2u + 1 of row r
+ *   d[16]        f32
+ * The integer sums and the float steps are kgemm_k6's, so each (row, token)
+ * has the bits of dot[Q6_K] (test_kernels: test_prepacked). */
+#define P6_NIB 0
+#define P6_HI 2048
+#define P6_SC 3072
+#define P6_D 3328
+#define P6_SB 3392
+
+static void p6_pack(const void *vw, size_t wrow, int n_rows, int64_t n, void *vdst)
+{
+    const int64_t nb = n / QK_K;
+    uint8_t *dst = vdst;
+    memset(dst, 0, (size_t)nb * P6_SB);
+    for (int r = 0; r < n_rows; r++) {
+        const struct block_q6_K *x = (const struct block_q6_K *)(const void *)((const uint8_t *)vw + (size_t)r * wrow);
+        for (int64_t i = 0; i < nb; i++) {
+            uint8_t *p = dst + i * P6_SB;
+            uint8_t q[QK_K];
+            for (int h = 0; h < 2; h++) { /* ggml's Q6_K order: 128 values per half */
+                const uint8_t *ql = x[i].ql + 64 * h, *qh = x[i].qh + 32 * h;
+                for (int l = 0; l < 32; l++) {
+                    q[128 * h + l] = (uint8_t)((ql[l] & 15) | ((qh[l] & 3) << 4));
+                    q[128 * h + l + 32] = (uint8_t)((ql[l + 32] & 15) | (((qh[l] >> 2) & 3) << 4));
+                    q[128 * h + l + 64] = (uint8_t)((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4));
+                    q[128 * h + l + 96] = (uint8_t)((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4));
+                }
+            }
+            for (int k = 0; k < QK_K; k++) {
+                const int c = k / 4, b = k % 4;
+                p[P6_NIB + 64 * (c / 2) + 4 * r + b] |= (uint8_t)((q[k] & 15) << (4 * (c % 2)));
+                p[P6_HI + 64 * (c / 4) + 4 * r + b] |= (uint8_t)((q[k] >> 4) << (2 * (c % 4)));
+            }
+            for (int sb = 0; sb < 16; sb++)
+                p[P6_SC + 32 * (sb / 2) + 2 * r + sb % 2] = (uint8_t)x[i].scales[sb];
+            const float d = f16f(x[i].d);
+            memcpy(p + P6_D + 4 * r, &d, 4);
+        }
+    }
+}
+
+/* One stored panel against ny <= 8 tokens (kgemm_body's steps for Q6_K). */
+HOT void p6_body(int64_t n, const uint8_t *pk, const void *vy, size_t ys, const int ny, float *s, size_t ss,
+                 int n_rows)
+{
+    const struct block_q8_K *y[BE_CPU_GEMM_NY];
+    UNROLL
+    for (int t = 0; t < ny; t++)
+        y[t] = (const struct block_q8_K *)(const void *)((const uint8_t *)vy + (size_t)t * ys);
+    const __m512i m0f = _mm512_set1_epi8(0x0f), m30 = _mm512_set1_epi8(0x30);
+    const int64_t nb = n / QK_K;
+    __m512 acc[BE_CPU_GEMM_NY];
+    UNROLL
+    for (int t = 0; t < ny; t++)
+        acc[t] = _mm512_setzero_ps();
+    for (int64_t i = 0; i < nb; i++) { /* hot */
+        const uint8_t *p = pk + i * P6_SB;
+        __m512i S[BE_CPU_GEMM_NY];
+        UNROLL
+        for (int t = 0; t < ny; t++)
+            S[t] = _mm512_setzero_si512();
+        for (int u = 0; u < 8; u++) {
+            /* lane r: (scale 2u, scale 2u + 1) of row r as int16 */
+            const __m512i sc2 = _mm512_cvtepi8_epi16(loadu256(p + P6_SC + 32 * u));
+            const __m512i cmv = _mm512_sub_epi16(_mm512_setzero_si512(), _mm512_slli_epi16(sc2, 5));
+            UNROLL
+            for (int t = 0; t < ny; t++) /* the -32 offset, as kgemm's C */
+                S[t] = _mm512_dpwssd_epi32(S[t], cmv, _mm512_set1_epi32(ld32(y[t][i].bsums + 2 * u)));
+            const __m512i H0 = _mm512_loadu_si512(p + P6_HI + 64 * (2 * u));
+            const __m512i H1 = _mm512_loadu_si512(p + P6_HI + 64 * (2 * u + 1));
+            UNROLL
+            for (int half = 0; half < 2; half++) { /* sub-block 2u + half: chunks 8u + 4 half .. + 3 */
+                const __m512i H = half ? H1 : H0;
+                const __m512i N0 = _mm512_loadu_si512(p + P6_NIB + 64 * (4 * u + 2 * half));
+                const __m512i N1 = _mm512_loadu_si512(p + P6_NIB + 64 * (4 * u + 2 * half + 1));
+                __m512i w[4];
+                w[0] = _mm512_or_si512(_mm512_and_si512(N0, m0f), _mm512_and_si512(_mm512_slli_epi16(H, 4), m30));
+                w[1] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(N0, 4), m0f),
+                                       _mm512_and_si512(_mm512_slli_epi16(H, 2), m30));
+                w[2] = _mm512_or_si512(_mm512_and_si512(N1, m0f), _mm512_and_si512(H, m30));
+                w[3] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(N1, 4), m0f),
+                                       _mm512_and_si512(_mm512_srli_epi16(H, 2), m30));
+                const __m512i scv = half ? _mm512_srai_epi32(sc2, 16)
+                                         : _mm512_srai_epi32(_mm512_slli_epi32(sc2, 16), 16);
+                const int k0 = 8 * u + 4 * half;
+                UNROLL
+                for (int t = 0; t < ny; t++) {
+                    __m512i is = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w[0],
+                                                     _mm512_set1_epi32(ld32(y[t][i].qs + 4 * k0)));
+                    UNROLL
+                    for (int g = 1; g < 4; g++)
+                        is = _mm512_dpbusd_epi32(is, w[g], _mm512_set1_epi32(ld32(y[t][i].qs + 4 * (k0 + g))));
+                    S[t] = _mm512_add_epi32(S[t], _mm512_mullo_epi32(is, scv));
+                }
+            }
+        }
+        const __m512 dv = _mm512_loadu_ps((const float *)(const void *)(p + P6_D));
+        UNROLL
+        for (int t = 0; t < ny; t++)
+            acc[t] = _mm512_fmadd_ps(_mm512_mul_ps(dv, _mm512_set1_ps(y[t][i].d)), _mm512_cvtepi32_ps(S[t]), acc[t]);
+    }
+    const __mmask16 m = n_rows >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << n_rows) - 1);
+    UNROLL
+    for (int t = 0; t < ny; t++)
+        _mm512_mask_storeu_ps(s + (size_t)t * ss, m, acc[t]);
+}
+
+static void p6_run(int64_t n, const void *pk, const void *y, size_t ys, int n_y, float *s, size_t ss, int n_rows)
+{
+    switch (n_y) {
+    case 1: p6_body(n, pk, y, ys, 1, s, ss, n_rows); break;
+    case 2: p6_body(n, pk, y, ys, 2, s, ss, n_rows); break;
+    case 3: p6_body(n, pk, y, ys, 3, s, ss, n_rows); break;
+    case 4: p6_body(n, pk, y, ys, 4, s, ss, n_rows); break;
+    case 5: p6_body(n, pk, y, ys, 5, s, ss, n_rows); break;
+    case 6: p6_body(n, pk, y, ys, 6, s, ss, n_rows); break;
+    case 7: p6_body(n, pk, y, ys, 7, s, ss, n_rows); break;
+    default: p6_body(n, pk, y, ys, 8, s, ss, n_rows); break;
+    }
+}
+
 /* ---- Q8_0 GEMM on packed panels ----
  *
  * The dot kernel above (d512_q8_0) keeps 16 float lanes per (row, token):
@@ -1265,6 +1398,7 @@ void DOT512_FILL(struct be_cpu_kernels *k)
     k->gemm[BE_TYPE_Q5_K] = (struct be_cpu_gemm){kp_pack_q5_k, kgemm_k4, KP_SB(8)};
     k->gemm[BE_TYPE_Q6_K] = (struct be_cpu_gemm){kp_pack_q6_k, kgemm_k6, KP_SB(16)};
     k->gemm[BE_TYPE_Q8_0] = (struct be_cpu_gemm){kp_pack_q8_0, q8gemm, Q8P_PAIR / 2};
+    k->stored[BE_TYPE_Q6_K] = (struct be_cpu_gemm){p6_pack, p6_run, P6_SB};
     k->rows[BE_TYPE_Q4_K] = rw_q4_k;
     k->rows[BE_TYPE_Q6_K] = rw_q6_k;
     k->rows[BE_TYPE_Q8_0] = rw_q8_0;

@@ -76,6 +76,9 @@ struct be_cpu_kernels {
     be_cpu_act_fn act[BE_TYPE_COUNT]; /* by activation type */
     struct be_cpu_gemm gemm[BE_TYPE_COUNT]; /* by weight type; set only together with dot[] */
     be_cpu_rows_fn rows[BE_TYPE_COUNT];     /* by weight type, NULL = none; set only together with dot[] */
+    /* Panels for a matrix kept packed (be_ops.prepack), read from memory on
+     * every use: the GEMM's contract, at about the type's own size. */
+    struct be_cpu_gemm stored[BE_TYPE_COUNT];
 };
 
 /* The best ISA this CPU supports (CPUID and the OS's saved register state). */

@@ -179,6 +179,7 @@ static void tables_build(void)
                 k->dot[t] = g_kernels[l - 1].dot[t];
                 k->gemm[t] = g_kernels[l - 1].gemm[t];
                 k->rows[t] = g_kernels[l - 1].rows[t];
+                k->stored[t] = g_kernels[l - 1].stored[t];
             }
             if (!k->act[t])
                 k->act[t] = g_kernels[l - 1].act[t];
