@@ -420,18 +420,26 @@ static void mm_pp_task(void *ctx, int64_t task, int thread_id)
     const struct pp_entry *e = j->e;
     const int64_t p0 = task * j->panels_per_task;
     const int64_t p1 = p0 + j->panels_per_task < j->n_panels ? p0 + j->panels_per_task : j->n_panels;
+    if (p0 < p1 && j->g->run_pf) /* the first panel's lines all at once */
+        for (size_t b = 0; b < e->panel; b += 64)
+            __builtin_prefetch(e->pk + (size_t)p0 * e->panel + b, 0, 3);
     for (int64_t p = p0; p < p1; p++) {
-        if (p + 1 < p1) {
-            const uint8_t *pf = e->pk + (size_t)(p + 1) * e->panel;
+        /* the next panel: spread over this one's first token group, or
+         * all at once where the kernel cannot */
+        const uint8_t *pf = p + 1 < p1 ? e->pk + (size_t)(p + 1) * e->panel : NULL;
+        if (pf && !j->g->run_pf)
             for (size_t b = 0; b < e->panel; b += 64)
                 __builtin_prefetch(pf + b, 0, 3);
-        }
         const int64_t o = p * BE_CPU_GEMM_ROWS;
         const int nr = e->n_out - o < BE_CPU_GEMM_ROWS ? (int)(e->n_out - o) : BE_CPU_GEMM_ROWS;
         for (int64_t t0 = 0; t0 < j->n_tok; t0 += BE_CPU_GEMM_NY) {
             const int ny = j->n_tok - t0 < BE_CPU_GEMM_NY ? (int)(j->n_tok - t0) : BE_CPU_GEMM_NY;
-            j->g->run(e->n_in, e->pk + (size_t)p * e->panel, j->act + (size_t)t0 * j->arow, j->arow, ny,
-                      j->y + t0 * e->n_out + o, (size_t)e->n_out, nr);
+            const uint8_t *pk = e->pk + (size_t)p * e->panel, *a = j->act + (size_t)t0 * j->arow;
+            if (j->g->run_pf)
+                j->g->run_pf(e->n_in, pk, a, j->arow, ny, j->y + t0 * e->n_out + o, (size_t)e->n_out, nr,
+                             t0 == 0 ? pf : NULL, e->panel);
+            else
+                j->g->run(e->n_in, pk, a, j->arow, ny, j->y + t0 * e->n_out + o, (size_t)e->n_out, nr);
         }
     }
 }

@@ -639,6 +639,7 @@ KGEMM_ENTRY(kgemm_k6, 16)
  * The integer sums and the float steps are kgemm_k6's, so each (row, token)
  * has the bits of dot[Q6_K] (test_kernels: test_prepacked). */
 #define P6_NIB 0
+HOT void rw_prefetch(const uint8_t *p, size_t len, int64_t i, int64_t nb);
 #define P6_HI 2048
 #define P6_SC 3072
 #define P6_D 3328
@@ -678,7 +679,7 @@ static void p6_pack(const void *vw, size_t wrow, int n_rows, int64_t n, void *vd
 
 /* One stored panel against ny <= 8 tokens (kgemm_body's steps for Q6_K). */
 HOT void p6_body(int64_t n, const uint8_t *pk, const void *vy, size_t ys, const int ny, float *s, size_t ss,
-                 int n_rows)
+                 int n_rows, const uint8_t *pf, size_t pf_len)
 {
     const struct block_q8_K *y[BE_CPU_GEMM_NY];
     UNROLL
@@ -697,6 +698,8 @@ HOT void p6_body(int64_t n, const uint8_t *pk, const void *vy, size_t ys, const 
         for (int t = 0; t < ny; t++)
             S[t] = _mm512_setzero_si512();
         for (int u = 0; u < 8; u++) {
+            if (pf) /* the next panel, a slice per 32 values */
+                rw_prefetch(pf, pf_len, 8 * i + u, 8 * nb);
             /* lane r: (scale 2u, scale 2u + 1) of row r as int16 */
             const __m512i sc2 = _mm512_cvtepi8_epi16(loadu256(p + P6_SC + 32 * u));
             const __m512i cmv = _mm512_sub_epi16(_mm512_setzero_si512(), _mm512_slli_epi16(sc2, 5));
@@ -742,18 +745,24 @@ HOT void p6_body(int64_t n, const uint8_t *pk, const void *vy, size_t ys, const 
         _mm512_mask_storeu_ps(s + (size_t)t * ss, m, acc[t]);
 }
 
-static void p6_run(int64_t n, const void *pk, const void *y, size_t ys, int n_y, float *s, size_t ss, int n_rows)
+static void p6_run_pf(int64_t n, const void *pk, const void *y, size_t ys, int n_y, float *s, size_t ss,
+                      int n_rows, const void *pf, size_t pf_len)
 {
     switch (n_y) {
-    case 1: p6_body(n, pk, y, ys, 1, s, ss, n_rows); break;
-    case 2: p6_body(n, pk, y, ys, 2, s, ss, n_rows); break;
-    case 3: p6_body(n, pk, y, ys, 3, s, ss, n_rows); break;
-    case 4: p6_body(n, pk, y, ys, 4, s, ss, n_rows); break;
-    case 5: p6_body(n, pk, y, ys, 5, s, ss, n_rows); break;
-    case 6: p6_body(n, pk, y, ys, 6, s, ss, n_rows); break;
-    case 7: p6_body(n, pk, y, ys, 7, s, ss, n_rows); break;
-    default: p6_body(n, pk, y, ys, 8, s, ss, n_rows); break;
+    case 1: p6_body(n, pk, y, ys, 1, s, ss, n_rows, pf, pf_len); break;
+    case 2: p6_body(n, pk, y, ys, 2, s, ss, n_rows, pf, pf_len); break;
+    case 3: p6_body(n, pk, y, ys, 3, s, ss, n_rows, pf, pf_len); break;
+    case 4: p6_body(n, pk, y, ys, 4, s, ss, n_rows, pf, pf_len); break;
+    case 5: p6_body(n, pk, y, ys, 5, s, ss, n_rows, pf, pf_len); break;
+    case 6: p6_body(n, pk, y, ys, 6, s, ss, n_rows, pf, pf_len); break;
+    case 7: p6_body(n, pk, y, ys, 7, s, ss, n_rows, pf, pf_len); break;
+    default: p6_body(n, pk, y, ys, 8, s, ss, n_rows, pf, pf_len); break;
     }
+}
+
+static void p6_run(int64_t n, const void *pk, const void *y, size_t ys, int n_y, float *s, size_t ss, int n_rows)
+{
+    p6_run_pf(n, pk, y, ys, n_y, s, ss, n_rows, NULL, 0);
 }
 
 /* ---- Q8_0 GEMM on packed panels ----
@@ -1394,11 +1403,11 @@ void DOT512_FILL(struct be_cpu_kernels *k)
     k->dot[BE_TYPE_Q6_K] = d512_q6_k;
     k->act[BE_TYPE_Q8_K] = a512_q8_k;
 #ifdef DOT_VNNI
-    k->gemm[BE_TYPE_Q4_K] = (struct be_cpu_gemm){kp_pack_q4_k, kgemm_k4, KP_SB(8)};
-    k->gemm[BE_TYPE_Q5_K] = (struct be_cpu_gemm){kp_pack_q5_k, kgemm_k4, KP_SB(8)};
-    k->gemm[BE_TYPE_Q6_K] = (struct be_cpu_gemm){kp_pack_q6_k, kgemm_k6, KP_SB(16)};
-    k->gemm[BE_TYPE_Q8_0] = (struct be_cpu_gemm){kp_pack_q8_0, q8gemm, Q8P_PAIR / 2};
-    k->stored[BE_TYPE_Q6_K] = (struct be_cpu_gemm){p6_pack, p6_run, P6_SB};
+    k->gemm[BE_TYPE_Q4_K] = (struct be_cpu_gemm){kp_pack_q4_k, kgemm_k4, KP_SB(8), NULL};
+    k->gemm[BE_TYPE_Q5_K] = (struct be_cpu_gemm){kp_pack_q5_k, kgemm_k4, KP_SB(8), NULL};
+    k->gemm[BE_TYPE_Q6_K] = (struct be_cpu_gemm){kp_pack_q6_k, kgemm_k6, KP_SB(16), NULL};
+    k->gemm[BE_TYPE_Q8_0] = (struct be_cpu_gemm){kp_pack_q8_0, q8gemm, Q8P_PAIR / 2, NULL};
+    k->stored[BE_TYPE_Q6_K] = (struct be_cpu_gemm){p6_pack, p6_run, P6_SB, p6_run_pf};
     k->rows[BE_TYPE_Q4_K] = rw_q4_k;
     k->rows[BE_TYPE_Q6_K] = rw_q6_k;
     k->rows[BE_TYPE_Q8_0] = rw_q8_0;

@@ -52,10 +52,14 @@ typedef void (*be_cpu_act_fn)(const float *x, void *y, int64_t n);
 typedef void (*be_cpu_pack_fn)(const void *w, size_t w_stride, int n_rows, int64_t n, void *panel);
 typedef void (*be_cpu_gemm_fn)(int64_t n, const void *panel, const void *y, size_t y_stride,
                                int n_y, float *s, size_t s_stride, int n_rows);
+/* run() that also prefetches pf_len bytes at pf meanwhile (the next panel). */
+typedef void (*be_cpu_gemm_pf_fn)(int64_t n, const void *panel, const void *y, size_t y_stride, int n_y,
+                                  float *s, size_t s_stride, int n_rows, const void *pf, size_t pf_len);
 struct be_cpu_gemm {
     be_cpu_pack_fn pack; /* NULL = no GEMM for this type: use dot */
     be_cpu_gemm_fn run;
     uint32_t bytes_per_blk; /* panel bytes per weight block of the type */
+    be_cpu_gemm_pf_fn run_pf; /* optional (stored[]): run() prefetching the next panel */
 };
 
 /*
