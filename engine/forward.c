@@ -227,10 +227,8 @@ int fwd_init(struct fwd **out, const struct model *m, struct be *be, const struc
         goto oom;
 
     if (p->prepack && be->ops->prepack) {
-        const struct model_weight *ws[] = {&m->output};
-        for (size_t i = 0; i < sizeof ws / sizeof *ws; i++)
-            if (prepack_w(f, ws[i]) < 0)
-                goto oom;
+        if (prepack_w(f, &m->output) < 0)
+            goto oom;
         for (uint32_t l = 0; l < hp->n_layer; l++) {
             const struct model_layer *L = &m->layers[l];
             const struct model_weight *lw[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->ffn_gate, &L->ffn_up,

@@ -12,13 +12,13 @@
 
 #include "common/err.h"
 #include "common/log.h"
+#include "common/mem.h"
 
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 
 struct model_params model_params_default(void)
 {
@@ -336,31 +336,13 @@ static int find_tensors(struct loader *l)
 
 /* ---- reading ---- */
 
-/* Memory for a tensor's bytes (free() releases it). Large ones (the expert
- * stacks, the output matrix: streamed from DRAM every decode step) are
- * 2 MiB aligned and asked for transparent huge pages, where the system
- * gives them only on request (THP "madvise"): 512x fewer TLB entries. */
-#define W_HUGE_MIN (4u << 20)
-static void *w_alloc(size_t n)
-{
-    if (n < W_HUGE_MIN)
-        return malloc(n ? n : 1);
-    const size_t a = 2u << 20, r = (n + a - 1) / a * a;
-    void *p = aligned_alloc(a, r);
-#ifdef MADV_HUGEPAGE
-    if (p) /* whole 2 MiB pages only: the tail past n is never touched */
-        (void)madvise(p, n / a * a, MADV_HUGEPAGE); /* advisory: no huge pages is fine */
-#endif
-    return p;
-}
-
 /* Vectors (norms, biases, the shared-expert gate) are converted to f32. */
 static int read_w(struct loader *l, struct model_weight *w)
 {
     if (!w->t || w->data)
         return 0;
     size_t n = bytes_of(w->t);
-    void *buf = w_alloc(n);
+    void *buf = mem_alloc_large(n);
     if (!buf)
         return fail(l, -ENOMEM, "out of memory reading tensor '%s' (%zu bytes)", w->t->name, n);
     int rc = gguf_read_tensor(l->m->gguf, w->t, 0, n, buf);
@@ -388,7 +370,7 @@ static int read_w(struct loader *l, struct model_weight *w)
 static int read_x(struct loader *l, struct model_experts *x)
 {
     size_t n = bytes_of(x->t);
-    x->data = w_alloc(n);
+    x->data = mem_alloc_large(n);
     if (!x->data)
         return fail(l, -ENOMEM, "out of memory reading tensor '%s' (%zu bytes)", x->t->name, n);
     int rc = gguf_read_tensor(l->m->gguf, x->t, 0, n, x->data);

@@ -219,6 +219,22 @@ static void test_matmul_shapes(void **state)
     check_matmul(BE_TYPE_Q4_K, 1024, 129, 10);
 }
 
+/* A random n_out x n_in matrix of type wt (its floats in *wf, quantized
+ * rows in *w) and n_tok_max random activation rows (*x). */
+static void mm_operands(enum be_type wt, int64_t n_in, int64_t n_out, int64_t n_tok_max, uint64_t *s, float **wf,
+                        uint8_t **w, float **x)
+{
+    const size_t wrow = be_row_size(wt, n_in);
+    *wf = malloc((size_t)n_out * n_in * sizeof(float));
+    *w = malloc((size_t)n_out * wrow);
+    *x = malloc((size_t)n_tok_max * n_in * sizeof(float));
+    assert_true(*wf && *w && *x);
+    fill_rand(*wf, n_out * n_in, s, 1.0f);
+    fill_rand(*x, n_tok_max * n_in, s, 2.0f);
+    for (int64_t o = 0; o < n_out; o++)
+        be_quant_row(wt, *wf + o * n_in, *w + o * wrow, n_in);
+}
+
 /* Batch invariance: each token's output row of a matmul over n_tok tokens
  * equals, bit for bit, the row the token gets in a matmul of its own. */
 static void check_matmul_batch(enum be_type wt, int64_t n_in, int64_t n_out, uint64_t seed)
@@ -226,17 +242,12 @@ static void check_matmul_batch(enum be_type wt, int64_t n_in, int64_t n_out, uin
     static const int64_t toks[] = {1, 4, 8, 13, 64};
     const int64_t n_tok_max = 64;
     const struct be_type_info *ti = be_type_info(wt);
-    const size_t wrow = be_row_size(wt, n_in);
     uint64_t s = seed;
-    float *wf = malloc((size_t)n_out * n_in * sizeof(float));
-    uint8_t *w = malloc((size_t)n_out * wrow);
-    float *x = malloc((size_t)n_tok_max * n_in * sizeof(float));
+    float *wf, *x;
+    uint8_t *w;
+    mm_operands(wt, n_in, n_out, n_tok_max, &s, &wf, &w, &x);
     float *alone = malloc((size_t)n_tok_max * n_out * sizeof(float));
     float *y = malloc((size_t)n_tok_max * n_out * sizeof(float));
-    fill_rand(wf, n_out * n_in, &s, 1.0f);
-    fill_rand(x, n_tok_max * n_in, &s, 2.0f);
-    for (int64_t o = 0; o < n_out; o++)
-        be_quant_row(wt, wf + o * n_in, w + o * wrow, n_in);
     for (int th = 0; th < N_THREADS_CASES; th++) {
         struct be *be = make_be(g_threads[th], n_tok_max, n_in, 16);
         if (th == 0)
@@ -281,15 +292,11 @@ static void check_prepacked(enum be_type wt, int64_t n_in, int64_t n_out, uint64
     const int64_t n_tok_max = 64;
     const size_t wrow = be_row_size(wt, n_in);
     uint64_t s = seed;
-    float *wf = malloc((size_t)n_out * n_in * sizeof(float));
-    uint8_t *w = malloc((size_t)n_out * wrow);
-    float *x = malloc((size_t)n_tok_max * n_in * sizeof(float));
+    float *wf, *x;
+    uint8_t *w;
+    mm_operands(wt, n_in, n_out, n_tok_max, &s, &wf, &w, &x);
     float *want = malloc((size_t)n_tok_max * n_out * sizeof(float));
     float *got = malloc((size_t)n_tok_max * n_out * sizeof(float));
-    fill_rand(wf, n_out * n_in, &s, 1.0f);
-    fill_rand(x, n_tok_max * n_in, &s, 2.0f);
-    for (int64_t o = 0; o < n_out; o++)
-        be_quant_row(wt, wf + o * n_in, w + o * wrow, n_in);
     for (int th = 0; th < N_THREADS_CASES; th++) {
         struct be *plain = make_be(g_threads[th], n_tok_max, n_in, 16);
         struct be *pp = make_be(g_threads[th], n_tok_max, n_in, 16);
@@ -345,6 +352,11 @@ static void test_matmul_prepacked(void **state)
     /* the output matrix's shape class: many panels and tasks, a partial last panel */
     check_prepacked(BE_TYPE_Q6_K, 1024, 1000 + 7, 21, &n_packed);
     check_prepacked(BE_TYPE_Q6_K, 256, 1, 22, &n_packed);
+    /* where this CPU's kernels have a stored panel, the op must use it
+     * (else every comparison above was plain matmul against itself) */
+    const struct be_cpu_kernels *k = be_cpu__kernels(be_cpu__isa_detect());
+    if (k && k->stored[BE_TYPE_Q6_K].pack)
+        assert_int_equal(n_packed, 3);
     printf("prepacked: %d matrices kept in the batch layout (0 without AVX-512 VNNI)\n", n_packed);
 }
 

@@ -29,13 +29,13 @@
 #include "kernels/backend.h"
 
 #include "common/log.h"
+#include "common/mem.h"
 #include "kernels/cpu/impl.h"
 
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 
 /* Weight bytes of one matmul tile: walked once per token group, so it
  * should stay in L2 together with the activations being streamed past. */
@@ -413,33 +413,49 @@ struct pp_job {
     int64_t n_tok, panels_per_task, n_panels;
 };
 
+/* Task task's panels [*p0, *p1) of n_panels, per_task each. */
+static void pp_span(int64_t task, int64_t per_task, int64_t n_panels, int64_t *p0, int64_t *p1)
+{
+    *p0 = task * per_task;
+    *p1 = *p0 + per_task < n_panels ? *p0 + per_task : n_panels;
+}
+
+/* Panels per task for about n_tasks tasks; *n_tasks becomes the exact count. */
+static int64_t pp_split(int64_t n_panels, int64_t *n_tasks)
+{
+    if (*n_tasks > n_panels)
+        *n_tasks = n_panels;
+    const int64_t per = (n_panels + *n_tasks - 1) / *n_tasks;
+    *n_tasks = (n_panels + per - 1) / per;
+    return per;
+}
+
+/* Rows of panel p (the last may be partial). */
+static int pp_rows(const struct pp_entry *e, int64_t p)
+{
+    const int64_t o = p * BE_CPU_GEMM_ROWS;
+    return e->n_out - o < BE_CPU_GEMM_ROWS ? (int)(e->n_out - o) : BE_CPU_GEMM_ROWS;
+}
+
 static void mm_pp_task(void *ctx, int64_t task, int thread_id)
 {
     (void)thread_id;
     const struct pp_job *j = ctx;
     const struct pp_entry *e = j->e;
-    const int64_t p0 = task * j->panels_per_task;
-    const int64_t p1 = p0 + j->panels_per_task < j->n_panels ? p0 + j->panels_per_task : j->n_panels;
-    if (p0 < p1 && j->g->run_pf) /* the first panel's lines all at once */
+    int64_t p0, p1;
+    pp_span(task, j->panels_per_task, j->n_panels, &p0, &p1);
+    if (p0 < p1) /* the first panel's lines all at once */
         for (size_t b = 0; b < e->panel; b += 64)
             __builtin_prefetch(e->pk + (size_t)p0 * e->panel + b, 0, 3);
     for (int64_t p = p0; p < p1; p++) {
-        /* the next panel: spread over this one's first token group, or
-         * all at once where the kernel cannot */
+        /* the next panel, spread over this one's first token group */
         const uint8_t *pf = p + 1 < p1 ? e->pk + (size_t)(p + 1) * e->panel : NULL;
-        if (pf && !j->g->run_pf)
-            for (size_t b = 0; b < e->panel; b += 64)
-                __builtin_prefetch(pf + b, 0, 3);
         const int64_t o = p * BE_CPU_GEMM_ROWS;
-        const int nr = e->n_out - o < BE_CPU_GEMM_ROWS ? (int)(e->n_out - o) : BE_CPU_GEMM_ROWS;
         for (int64_t t0 = 0; t0 < j->n_tok; t0 += BE_CPU_GEMM_NY) {
             const int ny = j->n_tok - t0 < BE_CPU_GEMM_NY ? (int)(j->n_tok - t0) : BE_CPU_GEMM_NY;
-            const uint8_t *pk = e->pk + (size_t)p * e->panel, *a = j->act + (size_t)t0 * j->arow;
-            if (j->g->run_pf)
-                j->g->run_pf(e->n_in, pk, a, j->arow, ny, j->y + t0 * e->n_out + o, (size_t)e->n_out, nr,
-                             t0 == 0 ? pf : NULL, e->panel);
-            else
-                j->g->run(e->n_in, pk, a, j->arow, ny, j->y + t0 * e->n_out + o, (size_t)e->n_out, nr);
+            j->g->run_pf(e->n_in, e->pk + (size_t)p * e->panel, j->act + (size_t)t0 * j->arow, j->arow, ny,
+                         j->y + t0 * e->n_out + o, (size_t)e->n_out, pp_rows(e, p), t0 == 0 ? pf : NULL,
+                         e->panel);
         }
     }
 }
@@ -465,13 +481,11 @@ static void pp_pack_task(void *ctx, int64_t task, int thread_id)
     (void)thread_id;
     const struct pp_pack_job *j = ctx;
     struct pp_entry *e = j->e;
-    const int64_t p0 = task * j->panels_per_task;
-    const int64_t p1 = p0 + j->panels_per_task < j->n_panels ? p0 + j->panels_per_task : j->n_panels;
-    for (int64_t p = p0; p < p1; p++) {
-        const int64_t o = p * BE_CPU_GEMM_ROWS;
-        const int nr = e->n_out - o < BE_CPU_GEMM_ROWS ? (int)(e->n_out - o) : BE_CPU_GEMM_ROWS;
-        j->g->pack((const uint8_t *)e->w + (size_t)o * j->wrow, j->wrow, nr, e->n_in, e->pk + (size_t)p * e->panel);
-    }
+    int64_t p0, p1;
+    pp_span(task, j->panels_per_task, j->n_panels, &p0, &p1);
+    for (int64_t p = p0; p < p1; p++)
+        j->g->pack((const uint8_t *)e->w + (size_t)p * BE_CPU_GEMM_ROWS * j->wrow, j->wrow, pp_rows(e, p), e->n_in,
+                   e->pk + (size_t)p * e->panel);
 }
 
 static int64_t cpu_prepack(struct be *be, const void *w, enum be_type wt, int64_t n_in, int64_t n_out)
@@ -479,7 +493,7 @@ static int64_t cpu_prepack(struct be *be, const void *w, enum be_type wt, int64_
     struct cpu_ctx *c = be->ctx;
     const struct be_type_info *ti = be_type_info(wt);
     const struct be_cpu_gemm *g = c->kern ? &c->kern->stored[wt] : NULL;
-    if (!ti || !g || !g->pack || n_in <= 0 || n_in % ti->blck || n_out <= 0)
+    if (!ti || !g || !g->pack || !g->run_pf || n_in <= 0 || n_in % ti->blck || n_out <= 0)
         return 0;
     if (pp_find(c, w, wt, n_in, n_out))
         return 0;
@@ -495,17 +509,12 @@ static int64_t cpu_prepack(struct be *be, const void *w, enum be_type wt, int64_
     e.panel = ((size_t)g->bytes_per_blk * (size_t)(n_in / ti->blck) + 63) / 64 * 64;
     const int64_t n_panels = (n_out + BE_CPU_GEMM_ROWS - 1) / BE_CPU_GEMM_ROWS;
     e.bytes = e.panel * (size_t)n_panels;
-    const size_t a = 2u << 20;
-    e.pk = aligned_alloc(a, (e.bytes + a - 1) / a * a);
+    e.pk = mem_alloc_large(e.bytes); /* the kernels load unaligned */
     if (!e.pk)
         return -ENOMEM;
-#ifdef MADV_HUGEPAGE
-    (void)madvise(e.pk, (e.bytes + a - 1) / a * a, MADV_HUGEPAGE);
-#endif
     struct pp_pack_job j = {.g = g, .e = &e, .wrow = be_row_size(wt, n_in), .n_panels = n_panels};
-    int64_t n_tasks = c->n_threads * 4 < n_panels ? c->n_threads * 4 : n_panels;
-    j.panels_per_task = (n_panels + n_tasks - 1) / n_tasks;
-    n_tasks = (n_panels + j.panels_per_task - 1) / j.panels_per_task;
+    int64_t n_tasks = c->n_threads * 4;
+    j.panels_per_task = pp_split(n_panels, &n_tasks);
     be_cpu__pool_run(c->pool, pp_pack_task, &j, n_tasks);
     c->pp[c->n_pp++] = e;
     return (int64_t)e.bytes;
@@ -557,11 +566,8 @@ static void cpu_matmul(struct be *be, float *y, const void *w, enum be_type wt, 
         struct pp_job pj = {.g = &c->kern->stored[wt], .e = pe, .act = j.act, .arow = j.arow, .y = y,
                             .n_tok = n_tok, .n_panels = (n_out + BE_CPU_GEMM_ROWS - 1) / BE_CPU_GEMM_ROWS};
         int64_t n_tasks = (int64_t)(pe->bytes / (2u << 20));
-        n_tasks = n_tasks < nt * 4 ? nt * 4 : n_tasks > nt * 16 ? nt * 16 : n_tasks;
-        if (n_tasks > pj.n_panels)
-            n_tasks = pj.n_panels;
-        pj.panels_per_task = (pj.n_panels + n_tasks - 1) / n_tasks;
-        n_tasks = (pj.n_panels + pj.panels_per_task - 1) / pj.panels_per_task;
+        n_tasks = n_tasks < nt * 4 ? nt * 4 : n_tasks > nt * 16 ? nt * 16 : n_tasks; /* as the rows path */
+        pj.panels_per_task = pp_split(pj.n_panels, &n_tasks);
         be_cpu__pool_run(c->pool, mm_pp_task, &pj, n_tasks);
         return;
     }

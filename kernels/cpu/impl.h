@@ -59,7 +59,7 @@ struct be_cpu_gemm {
     be_cpu_pack_fn pack; /* NULL = no GEMM for this type: use dot */
     be_cpu_gemm_fn run;
     uint32_t bytes_per_blk; /* panel bytes per weight block of the type */
-    be_cpu_gemm_pf_fn run_pf; /* optional (stored[]): run() prefetching the next panel */
+    be_cpu_gemm_pf_fn run_pf; /* stored[] only (required there): run() prefetching the next panel */
 };
 
 /*
