@@ -826,6 +826,35 @@ static void free_parts(struct engine *e)
     free(e);
 }
 
+/* engine.prepack, resident experts: each expert tensor rewritten in place
+ * into the backend's batch layout where it has one of the same size
+ * (be_ops.expert_pack); *bytes gets what was rewritten. */
+static int pack_experts(struct engine *e, uint64_t *bytes)
+{
+    const struct be_ops *ops = e->be->ops;
+    *bytes = 0;
+    if (!ops->expert_pack || !ops->moe_ffn)
+        return 0;
+    for (uint32_t l = 0; l < e->m->hp.n_layer; l++) {
+        struct model_layer *L = &e->m->layers[l];
+        if (!L->moe)
+            continue;
+        struct model_experts *x[3] = {&L->gate_exps, &L->up_exps, &L->down_exps};
+        for (int k = 0; k < 3; k++) {
+            if (!x[k]->data || x[k]->packed)
+                continue;
+            int rc = ops->expert_pack(e->be, x[k]->data, x[k]->type, x[k]->n_in, x[k]->n_out, e->m->hp.n_expert);
+            if (rc < 0)
+                return rc;
+            if (rc == 1) {
+                x[k]->packed = true;
+                *bytes += (uint64_t)x[k]->expert_bytes * e->m->hp.n_expert;
+            }
+        }
+    }
+    return 0;
+}
+
 /* The slices of every MoE layer's experts in the file. */
 static struct xs_layer *store_layers(const struct model *m)
 {
@@ -1102,6 +1131,16 @@ int eng_init(struct engine **out, const struct eng_params *p, char *err, size_t 
         goto fail;
     if ((rc = be_init(&e->be, &bp, err, errlen)) < 0)
         goto fail;
+    uint64_t xp_bytes = 0;
+    if (p->prepack && (rc = pack_experts(e, &xp_bytes)) < 0) {
+        snprintf(err, errlen, "cannot set up the engine: %s", err_str(rc));
+        goto fail;
+    }
+    if (xp_bytes) {
+        char pb[32];
+        plan_bytes_str(xp_bytes, pb, sizeof pb);
+        log_info("engine", "experts rewritten in place into the batch layout: %s (engine.prepack)", pb);
+    }
     if ((rc = kv_init(&e->kv, &kp)) < 0 || (rc = fwd_init(&e->f, e->m, e->be, &fp)) < 0) {
         snprintf(err, errlen, "cannot set up the engine: %s", err_str(rc));
         goto fail;

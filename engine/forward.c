@@ -757,6 +757,7 @@ static void moe_ffn(struct fwd *f, uint32_t il, int64_t n)
             .n_embd = E, .n_ff = FF, .gate_type = L->gate_exps.type, .up_type = L->up_exps.type,
             .down_type = L->down_exps.type, .gate = f->moe_gate, .up = f->moe_up, .down = f->moe_down,
             .offset = f->act_off, .tok = f->pair_tok, .weight = f->pair_w,
+            .gate_packed = L->gate_exps.packed, .up_packed = L->up_exps.packed, .down_packed = L->down_exps.packed,
         };
         for (int32_t i = 0; i < a; i++) {
             f->moe_gate[i] = model_expert_data(&L->gate_exps, (uint32_t)f->act_e[i]);
@@ -766,6 +767,8 @@ static void moe_ffn(struct fwd *f, uint32_t il, int64_t n)
         ml.n_active = a;
         ops->moe_ffn(f->be, f->ffn_out, f->xn, n, &ml);
     } else {
+        /* (expert_pack comes only with moe_ffn: these are as in the file) */
+        ASSERT(!L->gate_exps.packed && !L->up_exps.packed && !L->down_exps.packed);
         for (int64_t e = 0; e < NE; e++) {
             const int32_t c = f->ex_cnt[e];
             if (c == 0)

@@ -63,6 +63,7 @@ struct model_experts {
     size_t row_bytes;
     size_t expert_bytes;         /* bytes of one expert's slice */
     void *data;                  /* all experts, resident (see header comment) */
+    bool packed;                 /* data rewritten in place by be_ops.expert_pack: only moe_ffn reads it */
 };
 
 struct model_layer {

@@ -63,6 +63,9 @@ struct be_moe_layer {
     const int32_t *offset;   /* n_active + 1 */
     const int32_t *tok;      /* per pair: the token's row in x and y */
     const float *weight;     /* per pair: its gate weight */
+    /* true: that matrix's experts were rewritten by expert_pack (the
+     * backend's own layout); false: as stored in the file */
+    bool gate_packed, up_packed, down_packed;
     /* NULL: moe_ffn adds the weighted outputs into y. Otherwise pair p's
      * unweighted output row (n_embd floats) is written to d_out + p*n_embd,
      * y is untouched (may be NULL), and the caller sums the rows with
@@ -128,6 +131,15 @@ struct be_ops {
      * on the rest of the batch). */
     void (*moe_ffn)(struct be *be, float *y, const float *x, int64_t n_tok,
                     const struct be_moe_layer *l);
+    /* Optional, only with moe_ffn: rewrites in place n_experts expert
+     * matrices (each n_out rows of n_in values of type wt, as in the file,
+     * expert e at w + e * n_out * be_row_size(wt, n_in)) into a layout of the
+     * same size that moe_ffn computes faster, with the same results; the
+     * caller then passes them with be_moe_layer's *_packed set, and nothing
+     * else may read them. Returns 1 when rewritten, 0 when the backend has
+     * no such layout for the type or shape (w unchanged), or -ENOMEM. */
+    int (*expert_pack)(struct be *be, void *w, enum be_type wt, int64_t n_in, int64_t n_out,
+                       int64_t n_experts);
     /* Required with moe_ffn: y[tok[p]] += weight[p] * d[p] (n_embd wide) for
      * p = 0 .. n_pairs-1; per token the rows are added in the given order,
      * with the same arithmetic as moe_ffn's own sum, so moe_ffn with d_out

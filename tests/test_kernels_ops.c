@@ -355,8 +355,12 @@ static void test_matmul_prepacked(void **state)
     /* where this CPU's kernels have a stored panel, the op must use it
      * (else every comparison above was plain matmul against itself) */
     const struct be_cpu_kernels *k = be_cpu__kernels(be_cpu__isa_detect());
-    if (k && k->stored[BE_TYPE_Q6_K].pack)
-        assert_int_equal(n_packed, 3);
+    if (k && k->stored[BE_TYPE_Q6_K].pack) {
+        int want = 2;
+        for (size_t i = 0; i < sizeof g_wtypes / sizeof g_wtypes[0]; i++)
+            want += k->stored[g_wtypes[i]].pack != NULL;
+        assert_int_equal(n_packed, want);
+    }
     printf("prepacked: %d matrices kept in the batch layout (0 without AVX-512 VNNI)\n", n_packed);
 }
 
@@ -766,6 +770,92 @@ static void test_kv_store(void **state)
 
 /* ---- grouped MoE layer ---- */
 
+/* Copies of the n_ex experts of one matrix (n_out rows of n_in), rewritten
+ * by expert_pack; *rc gets its answer, which must be 1 exactly where this
+ * CPU's kernels have a stored panel of the type (the rows' own size). */
+static uint8_t *packed_copy(struct be *be, const uint8_t *w, enum be_type t, int64_t n_in, int64_t n_out, int n_ex,
+                            int *rc)
+{
+    const size_t bytes = (size_t)n_ex * (size_t)n_out * be_row_size(t, n_in);
+    uint8_t *c = malloc(bytes);
+    memcpy(c, w, bytes);
+    *rc = be->ops->expert_pack(be, c, t, n_in, n_out, n_ex);
+    const struct be_cpu_kernels *k = be_cpu__kernels(be_cpu__isa_detect());
+    assert_int_equal(*rc, k && k->stored[t].pack ? 1 : 0);
+    if (*rc == 1) /* a real rewrite, not the rows as they were */
+        assert_true(memcmp(c, w, bytes) != 0);
+    else
+        assert_memory_equal(c, w, bytes);
+    return c;
+}
+
+/* expert_pack: the layer l (its experts at gw/uw/dw, NE of them) computed
+ * from rewritten copies must give y's bits; then every token on experts 0
+ * and 1 (T tokens each: a full token group of 8 and a partial one), packed
+ * against as stored. */
+static void check_moe_packed(struct be *be, const struct be_moe_layer *l, const uint8_t *gw, const uint8_t *uw,
+                             const uint8_t *dw, int n_ex, const float *x, const float *y)
+{
+    const int64_t E = l->n_embd, FF = l->n_ff, T = l->offset[l->n_active] / 2;
+    int rg, ru, rd;
+    uint8_t *g2 = packed_copy(be, gw, l->gate_type, E, FF, n_ex, &rg);
+    uint8_t *u2 = packed_copy(be, uw, l->up_type, E, FF, n_ex, &ru);
+    uint8_t *d2 = packed_copy(be, dw, l->down_type, FF, E, n_ex, &rd);
+    const size_t gs = (size_t)FF * be_row_size(l->gate_type, E), us = (size_t)FF * be_row_size(l->up_type, E),
+                 ds = (size_t)E * be_row_size(l->down_type, FF);
+    const void *gp[16], *up[16], *dp[16];
+    assert_true(l->n_active <= 16);
+    for (int32_t a = 0; a < l->n_active; a++) {
+        gp[a] = g2 + ((const uint8_t *)l->gate[a] - gw);
+        up[a] = u2 + ((const uint8_t *)l->up[a] - uw);
+        dp[a] = d2 + ((const uint8_t *)l->down[a] - dw);
+    }
+    struct be_moe_layer lp = *l;
+    lp.gate = gp;
+    lp.up = up;
+    lp.down = dp;
+    lp.gate_packed = rg == 1;
+    lp.up_packed = ru == 1;
+    lp.down_packed = rd == 1;
+    float *yp = calloc((size_t)T * E, sizeof(float)), *ys = calloc((size_t)T * E, sizeof(float));
+    be->ops->moe_ffn(be, yp, x, T, &lp);
+    if (memcmp(yp, y, sizeof(float) * (size_t)T * E) != 0)
+        fail_msg("moe %s/%s: experts rewritten by expert_pack give other bits", be_type_info(l->gate_type)->name,
+                 be_type_info(l->down_type)->name);
+    /* every token on experts 0 and 1 */
+    int32_t off[3] = {0, (int32_t)T, 2 * (int32_t)T}, tok[64];
+    float wt[64];
+    assert_true(2 * T <= 64);
+    for (int32_t p = 0; p < 2 * T; p++) {
+        tok[p] = p % (int32_t)T;
+        wt[p] = 0.3f + 0.05f * (float)(p % 7);
+    }
+    const void *g0[2] = {gw, gw + gs}, *u0[2] = {uw, uw + us}, *d0[2] = {dw, dw + ds};
+    const void *g1[2] = {g2, g2 + gs}, *u1[2] = {u2, u2 + us}, *d1[2] = {d2, d2 + ds};
+    struct be_moe_layer la = {.n_embd = E, .n_ff = FF, .gate_type = l->gate_type, .up_type = l->up_type,
+                              .down_type = l->down_type, .n_active = 2, .gate = g0, .up = u0, .down = d0,
+                              .offset = off, .tok = tok, .weight = wt};
+    memset(ys, 0, sizeof(float) * (size_t)T * E);
+    be->ops->moe_ffn(be, ys, x, T, &la);
+    struct be_moe_layer lb = la;
+    lb.gate = g1;
+    lb.up = u1;
+    lb.down = d1;
+    lb.gate_packed = lp.gate_packed;
+    lb.up_packed = lp.up_packed;
+    lb.down_packed = lp.down_packed;
+    memset(yp, 0, sizeof(float) * (size_t)T * E);
+    be->ops->moe_ffn(be, yp, x, T, &lb);
+    if (memcmp(yp, ys, sizeof(float) * (size_t)T * E) != 0)
+        fail_msg("moe %s/%s, %lld tokens an expert: rewritten experts give other bits",
+                 be_type_info(l->gate_type)->name, be_type_info(l->down_type)->name, (long long)T);
+    free(g2);
+    free(u2);
+    free(d2);
+    free(yp);
+    free(ys);
+}
+
 /* moe_ffn against a double-precision reference built from the dequantized
  * weights, and its d_out + moe_combine form (experts in two waves, the
  * second wave first) against one call, bit for bit. Routing: 11 tokens, 2
@@ -920,6 +1010,7 @@ static void check_moe(enum be_type gt, enum be_type ut, enum be_type dt, int n_t
     if (memcmp(y, y2, sizeof(float) * T * E) != 0)
         fail_msg("moe %s: waves + moe_combine differ from one moe_ffn call", be_type_info(gt)->name);
     (void)active_id;
+    check_moe_packed(be, &l, gw, uw, dw, NE, x, y);
     be_free(be);
     free(gw); free(uw); free(dw); free(gd); free(ud); free(dd); free(row); free(tmp);
     free(x); free(y); free(y2); free(d); free(qa); free(xr); free(xu); free(hr);

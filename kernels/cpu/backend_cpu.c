@@ -957,6 +957,56 @@ static void cpu_attention(struct be *be, float *out, const float *q, int64_t n_t
     be_cpu__pool_run(c->pool, attn_task, &j, n_tok * a->n_head_kv);
 }
 
+/* ---- experts rewritten in place (be_ops.expert_pack) ----
+ *
+ * Where a type's stored panel (kernels' stored[]) takes exactly the bytes
+ * of its 16 rows (Q4_K, Q6_K at the VNNI level), a resident expert matrix
+ * is rewritten panel by panel into it, so that moe_ffn runs the panel GEMM
+ * on it at every token count with no second copy. Each panel's rows are
+ * copied to the thread's scratch first, then packed over themselves. */
+struct xp_job {
+    const struct be_cpu_gemm *g;
+    uint8_t *w, *tmp;          /* tmp: one panel per thread */
+    size_t wrow, panel;
+    int64_t n_in, panels_per_task, n_panels;
+};
+
+static void xp_pack_task(void *ctx, int64_t task, int thread_id)
+{
+    const struct xp_job *j = ctx;
+    uint8_t *tmp = j->tmp + (size_t)thread_id * j->panel;
+    int64_t p0, p1;
+    pp_span(task, j->panels_per_task, j->n_panels, &p0, &p1);
+    for (int64_t p = p0; p < p1; p++) {
+        uint8_t *pw = j->w + (size_t)p * j->panel;
+        memcpy(tmp, pw, j->panel);
+        j->g->pack(tmp, j->wrow, BE_CPU_GEMM_ROWS, j->n_in, pw);
+    }
+}
+
+static int cpu_expert_pack(struct be *be, void *w, enum be_type wt, int64_t n_in, int64_t n_out, int64_t n_experts)
+{
+    struct cpu_ctx *c = be->ctx;
+    const struct be_type_info *ti = be_type_info(wt);
+    const struct be_cpu_gemm *g = c->kern ? &c->kern->stored[wt] : NULL;
+    if (!ti || !g || !g->pack || !g->run_pf || n_in <= 0 || n_in % ti->blck || n_out <= 0 ||
+        n_out % BE_CPU_GEMM_ROWS || n_experts <= 0)
+        return 0;
+    const size_t wrow = be_row_size(wt, n_in), panel = (size_t)BE_CPU_GEMM_ROWS * wrow;
+    if ((size_t)g->bytes_per_blk * (size_t)(n_in / ti->blck) != panel)
+        return 0; /* not the rows' size: no room in place */
+    struct xp_job j = {.g = g, .w = w, .wrow = wrow, .panel = panel, .n_in = n_in,
+                       .n_panels = n_experts * (n_out / BE_CPU_GEMM_ROWS)};
+    j.tmp = malloc(panel * (size_t)c->n_threads);
+    if (!j.tmp)
+        return -ENOMEM;
+    int64_t n_tasks = c->n_threads * 16;
+    j.panels_per_task = pp_split(j.n_panels, &n_tasks);
+    be_cpu__pool_run(c->pool, xp_pack_task, &j, n_tasks);
+    free(j.tmp);
+    return 1;
+}
+
 static bool cpu_supports_type(struct be *be, enum be_type t)
 {
     (void)be;
@@ -1003,6 +1053,7 @@ static const struct be_ops g_cpu_ops = {
     .reserve_moe = cpu_reserve_moe,
     .moe_ffn = cpu_moe_ffn,
     .moe_combine = cpu_moe_combine,
+    .expert_pack = cpu_expert_pack,
 };
 
 int be_cpu_init(struct be **out, const struct be_cpu_params *p)

@@ -72,6 +72,15 @@ struct moe_job {
  * 29 / 33 / 39 vs dot 36 / 46 / 59 and GEMM 59 / 71 / 80. On medium-q4_k_m
  * this made single-stream decode ~9 % faster too (rows vs dot at 1 token). */
 #define MOE_ROWS_MAX_TOK 16
+/* Experts rewritten by expert_pack: the first panel of a task is
+ * requested at once, non-temporal like the kernels' own prefetch of the
+ * next panel (dot_avx512.c's RW_PF_LOC); the kernel prefetches one panel
+ * ahead. Two, three or four panels ahead measured slower (Zen 5, MoE layer
+ * at 16 tokens from DRAM: 0.94-0.97 ms with one, 0.97 / 1.00 / 1.05 with
+ * 2 / 3 / 4). */
+#ifndef MOE_PF_LOC
+#define MOE_PF_LOC 0
+#endif
 /* Prefetch distance of the dot path (backend_cpu.c's MM_PREFETCH_BYTES). */
 #define MOE_PREFETCH_BYTES 2048
 
@@ -82,13 +91,34 @@ struct moe_job {
  * against groups of up to 8 activation rows; otherwise each weight row is
  * decoded once per group of BE_CPU_MAX_NY rows. Both give the same bits
  * (impl.h), so the result never depends on how many tokens share the expert. */
-static void rows_dot(const struct moe_job *j, int tid, enum be_type wt, const void *w, int64_t n_in,
+static void rows_dot(const struct moe_job *j, int tid, enum be_type wt, const void *w, bool packed, int64_t n_in,
                      int64_t r0, int64_t r1, const uint8_t *act, size_t act_stride, int32_t np,
                      float *out, int64_t out_stride)
 {
     const struct be_cpu_kernels *k = j->k;
     const size_t wrow = be_row_size(wt, n_in);
     const struct be_cpu_gemm *g = &k->gemm[wt];
+    if (packed) {
+        /* Stored panels (backend_cpu.c, cpu_expert_pack): 16 rows, 16 * wrow
+         * bytes; r0 is a whole panel (the task chunks are). The next panel
+         * comes from memory while the first token group runs on this one. */
+        const struct be_cpu_gemm *sg = &k->stored[wt];
+        const size_t panel = (size_t)BE_CPU_GEMM_ROWS * wrow;
+        const uint8_t *pw = (const uint8_t *)w + (size_t)(r0 / BE_CPU_GEMM_ROWS) * panel;
+        for (size_t b = 0; b < panel; b += 64)
+            __builtin_prefetch(pw + b, 0, MOE_PF_LOC);
+        for (int64_t o = r0; o < r1; o += BE_CPU_GEMM_ROWS, pw += panel) {
+            const int nr = r1 - o < BE_CPU_GEMM_ROWS ? (int)(r1 - o) : BE_CPU_GEMM_ROWS;
+            const uint8_t *pf = o + BE_CPU_GEMM_ROWS < r1 ? pw + panel : NULL;
+            for (int32_t t0 = 0; t0 < np; t0 += BE_CPU_GEMM_NY) {
+                const int ny = np - t0 < BE_CPU_GEMM_NY ? np - t0 : BE_CPU_GEMM_NY;
+                sg->run_pf(n_in, pw, act + (size_t)t0 * act_stride, act_stride, ny,
+                           out + (int64_t)t0 * out_stride + o, (size_t)out_stride, nr, t0 == 0 ? pf : NULL,
+                           panel);
+            }
+        }
+        return;
+    }
     if (k->rows[wt] && np <= MOE_ROWS_MAX_TOK) {
         k->rows[wt](n_in, (const uint8_t *)w + (size_t)r0 * wrow, wrow, (int)(r1 - r0), act, act_stride, np,
                     out + r0, (size_t)out_stride);
@@ -192,13 +222,13 @@ static void gate_up_task(void *ctx, int64_t task, int tid)
     int64_t a = j->order[task / j->tasks_per_ex_ff], c = task % j->tasks_per_ex_ff;
     int64_t r0 = c * j->chunk_ff, r1 = r0 + j->chunk_ff < l->n_ff ? r0 + j->chunk_ff : l->n_ff;
     int32_t p0 = l->offset[a], np = l->offset[a + 1] - p0;
-    rows_dot(j, tid, l->gate_type, l->gate[a], l->n_embd, r0, r1, j->xa + (size_t)p0 * j->xa_row, j->xa_row,
+    rows_dot(j, tid, l->gate_type, l->gate[a], l->gate_packed, l->n_embd, r0, r1, j->xa + (size_t)p0 * j->xa_row, j->xa_row,
              np, j->g + (size_t)p0 * l->n_ff, l->n_ff);
     if (j->xb)
-        rows_dot(j, tid, l->up_type, l->up[a], l->n_embd, r0, r1, j->xb + (size_t)p0 * j->xb_row, j->xb_row,
+        rows_dot(j, tid, l->up_type, l->up[a], l->up_packed, l->n_embd, r0, r1, j->xb + (size_t)p0 * j->xb_row, j->xb_row,
                  np, j->u + (size_t)p0 * l->n_ff, l->n_ff);
     else
-        rows_dot(j, tid, l->up_type, l->up[a], l->n_embd, r0, r1, j->xa + (size_t)p0 * j->xa_row, j->xa_row,
+        rows_dot(j, tid, l->up_type, l->up[a], l->up_packed, l->n_embd, r0, r1, j->xa + (size_t)p0 * j->xa_row, j->xa_row,
                  np, j->u + (size_t)p0 * l->n_ff, l->n_ff);
     /* A task that computed whole rows of g and u finishes its pairs' phase
      * 3 itself, while they are in cache, and the phase's own run (a pool
@@ -215,7 +245,7 @@ static void down_task(void *ctx, int64_t task, int tid)
     int64_t a = j->order[task / j->tasks_per_ex_e], c = task % j->tasks_per_ex_e;
     int64_t r0 = c * j->chunk_e, r1 = r0 + j->chunk_e < l->n_embd ? r0 + j->chunk_e : l->n_embd;
     int32_t p0 = l->offset[a], np = l->offset[a + 1] - p0;
-    rows_dot(j, tid, l->down_type, l->down[a], l->n_ff, r0, r1, j->ha + (size_t)p0 * j->ha_row, j->ha_row,
+    rows_dot(j, tid, l->down_type, l->down[a], l->down_packed, l->n_ff, r0, r1, j->ha + (size_t)p0 * j->ha_row, j->ha_row,
              np, j->d + (size_t)p0 * l->n_embd, l->n_embd);
 }
 
