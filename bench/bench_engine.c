@@ -6,8 +6,16 @@
  * first token under load, and the time to first token of a second chat turn
  * with a 2,000-token history, with and without prefix reuse.
  *
- * usage: bench_engine MODEL [-t THREADS] [-n TOKENS] [-p PROMPT_TOKENS] [-c ONLY_CONCURRENCY[,...]] [-q]
+ * usage: bench_engine MODEL [-t THREADS] [-n TOKENS] [-p PROMPT_TOKENS] [-c ONLY_CONCURRENCY[,...]] [-r ROUNDS] [-q]
  * (-c: only these concurrency levels, e.g. -c 1,16, and no chat-turn test)
+ *
+ * The levels run in -r rounds (3), each round 1, 4, 16 back to back, and
+ * the table gives each level's median over the rounds; the 16-vs-1 ratio is
+ * the median of the rounds' own ratios. This machine's memory bandwidth
+ * drifts by up to 2x over tens of seconds (bench_kernels -B), which moves
+ * one stream (bound by memory) far more than 16 (bound by compute in part):
+ * a ratio of two runs a minute apart measures the drift as much as the
+ * engine, one of runs seconds apart much less.
  *
  * Scheduler comparison (--sched-compare): N concurrent requests (64), at
  * most S sequences per step (--step-seqs 8) out of P admitted (--parallel
@@ -390,13 +398,13 @@ int main(int argc, char **argv)
         return sched_compare(&o);
     }
     if (argc < 2) {
-        fprintf(stderr, "usage: bench_engine MODEL [-t THREADS] [-n TOKENS] [-p PROMPT_TOKENS] [-c ONLY_CONCURRENCY[,...]] [-q]\n"
+        fprintf(stderr, "usage: bench_engine MODEL [-t THREADS] [-n TOKENS] [-p PROMPT_TOKENS] [-c ONLY_CONCURRENCY[,...]] [-r ROUNDS] [-q]\n"
                         "       bench_engine MODEL --sched-compare [--requests 64] [--step-seqs 8] [--parallel 32]\n"
                         "           [--max-skip 4] [--expert-cache 25%%] [--topics T] [--reps 2] [-n 32] [-p 32] [-t N]\n");
         return 2;
     }
     int threads = 0, gen = 128, prompt_len = 32;
-    int quick = 0, only = 0;
+    int quick = 0, only = 0, rounds = 3;
     const char *only_list = NULL;
     for (int i = 2; i < argc; i++) {
         if (!strcmp(argv[i], "-t") && i + 1 < argc) threads = atoi(argv[++i]);
@@ -404,6 +412,11 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "-p") && i + 1 < argc) prompt_len = atoi(argv[++i]);
         else if (!strcmp(argv[i], "-q")) quick = 1;
         else if (!strcmp(argv[i], "-c") && i + 1 < argc) only_list = argv[++i], only = 1;
+        else if (!strcmp(argv[i], "-r") && i + 1 < argc) rounds = atoi(argv[++i]);
+    }
+    if (rounds < 1 || rounds > 9) {
+        fprintf(stderr, "bench_engine: -r takes 1 to 9 rounds\n");
+        return 2;
     }
     log_set_level(LOG_LEVEL_WARN);
     struct eng_params ep = eng_params_default();
@@ -422,38 +435,72 @@ int main(int argc, char **argv)
     printf("engine: %s, parallel 16, batch 512, KV f16, greedy, prompt %d tokens, %d generated each\n",
            argv[1], prompt_len, gen);
     printf("agg tok/s: generated tokens / wall time from the first submit to the last token;\n"
-           "decode tok/s: the same once every request has its first token (prefill done)\n");
+           "decode tok/s: the same once every request has its first token (prefill done);\n"
+           "each figure the median of %d rounds of 1, 4, 16 run back to back\n", rounds);
     printf("%-11s %8s %10s %7s %12s %7s %12s %11s %9s\n", "concurrent", "gen tok", "agg tok/s", "vs 1",
            "decode tok/s", "vs 1", "TTFT mean s", "TTFT max s", "ITL ms");
-    double base = 0, dbase = 0, agg1 = 0, dec1 = 0, agg16 = 0, dec16 = 0;
+    enum { MAX_ROUNDS = 9 };
     int conc[3] = {1, 4, 16};
+    struct run_stats st[MAX_ROUNDS][3];
+    double ratio[MAX_ROUNDS], dratio[MAX_ROUNDS];
+    int n_ratio = 0;
+    for (int r = 0; r < rounds; r++) {
+        double a1 = 0, d1 = 0;
+        fprintf(stderr, "round %d:", r + 1);
+        for (int k = 0; k < 3; k++) {
+            memset(&st[r][k], 0, sizeof st[r][k]);
+            if (only && !conc_listed(only_list, conc[k]))
+                continue;
+            /* new prompts every round: a repeated one would come from the prefix cache */
+            if (run_load(e, conc[k], prompt_len, quick ? gen / 2 : gen, 100 + (uint64_t)k + 1000 * (uint64_t)r,
+                         &st[r][k]) < 0)
+                return 1;
+            fprintf(stderr, " %d: %.1f tok/s", conc[k], st[r][k].agg_tps);
+            if (conc[k] == 1) {
+                a1 = st[r][k].agg_tps;
+                d1 = st[r][k].decode_tps;
+            }
+            if (conc[k] == 16 && a1 > 0) {
+                ratio[n_ratio] = st[r][k].agg_tps / a1;
+                dratio[n_ratio++] = d1 > 0 ? st[r][k].decode_tps / d1 : 0.0;
+                fprintf(stderr, " (16 vs 1: %.2fx)", ratio[n_ratio - 1]);
+            }
+        }
+        fprintf(stderr, "\n");
+    }
+    double base = 0, dbase = 0;
     for (int k = 0; k < 3; k++) {
-        struct run_stats st;
         if (only && !conc_listed(only_list, conc[k]))
             continue;
-        if (run_load(e, conc[k], prompt_len, quick ? gen / 2 : gen, 100 + (uint64_t)k, &st) < 0)
-            return 1;
+        double v[7][MAX_ROUNDS], med[7];
+        for (int r = 0; r < rounds; r++) {
+            v[0][r] = st[r][k].agg_tps;
+            v[1][r] = st[r][k].decode_tps;
+            v[2][r] = st[r][k].ttft_mean;
+            v[3][r] = st[r][k].ttft_max;
+            v[4][r] = st[r][k].itl_mean;
+        }
+        for (int c = 0; c < 5; c++)
+            med[c] = pct(v[c], rounds, 0.5);
         if (base == 0) {
-            base = st.agg_tps;
-            dbase = st.decode_tps;
+            base = med[0];
+            dbase = med[1];
         }
-        if (conc[k] == 1) {
-            agg1 = st.agg_tps;
-            dec1 = st.decode_tps;
-        }
-        if (conc[k] == 16) {
-            agg16 = st.agg_tps;
-            dec16 = st.decode_tps;
-        }
-        printf("%-11d %8lld %10.2f %6.2fx %12.2f %6.2fx %12.3f %11.3f %9.2f\n", conc[k], (long long)st.gen,
-               st.agg_tps, st.agg_tps / base, st.decode_tps, st.decode_tps / dbase, st.ttft_mean, st.ttft_max,
-               st.itl_mean * 1e3);
+        printf("%-11d %8lld %10.2f %6.2fx %12.2f %6.2fx %12.3f %11.3f %9.2f\n", conc[k], (long long)st[0][k].gen,
+               med[0], med[0] / base, med[1], med[1] / dbase, med[2], med[3], med[4] * 1e3);
     }
     /* The acceptance figure of continuous batching: 16 concurrent requests
      * should generate at least 3x the tokens/s of one. */
-    if (agg1 > 0 && agg16 > 0)
-        printf("16 vs 1 concurrent: aggregate %.2fx, decode %.2fx (target >= 3x aggregate)\n", agg16 / agg1,
-               dec1 > 0 ? dec16 / dec1 : 0.0);
+    if (n_ratio > 0) {
+        double lo = ratio[0], hi = ratio[0];
+        for (int r = 1; r < n_ratio; r++) {
+            lo = ratio[r] < lo ? ratio[r] : lo;
+            hi = ratio[r] > hi ? ratio[r] : hi;
+        }
+        printf("16 vs 1 concurrent: aggregate %.2fx (rounds %.2f..%.2f), decode %.2fx; median of %d rounds "
+               "(target >= 3x aggregate)\n",
+               pct(ratio, n_ratio, 0.5), lo, hi, pct(dratio, n_ratio, 0.5), n_ratio);
+    }
     eng_free(e);
     if (only)
         return 0;

@@ -346,6 +346,26 @@ static void matmul_w(struct fwd *f, float *y, const struct model_weight *w, cons
     f->be->ops->matmul(f->be, y, w->data, w->type, w->n_in, w->n_out, x, n_tok);
 }
 
+/* Two or three matrices on the same activations: one backend call where it
+ * has matmul_n (the same bits as separate matmuls). */
+static void matmul_w3(struct fwd *f, float *y0, const struct model_weight *w0, float *y1,
+                      const struct model_weight *w1, float *y2, const struct model_weight *w2, const float *x,
+                      int64_t n_tok)
+{
+    const struct be_ops *ops = f->be->ops;
+    if (!ops->matmul_n) {
+        matmul_w(f, y0, w0, x, n_tok);
+        matmul_w(f, y1, w1, x, n_tok);
+        if (w2)
+            matmul_w(f, y2, w2, x, n_tok);
+        return;
+    }
+    const struct be_mm mm[3] = {{y0, w0->data, w0->type, w0->n_out},
+                                {y1, w1->data, w1->type, w1->n_out},
+                                {y2, w2 ? w2->data : NULL, w2 ? w2->type : BE_TYPE_F32, w2 ? w2->n_out : 0}};
+    ops->matmul_n(f->be, w2 ? 3 : 2, mm, w0->n_in, x, n_tok);
+}
+
 static void qk_norm(struct fwd *f, const struct model_layer *L, int64_t n)
 {
     const struct model_hparams *hp = &f->m->hp;
@@ -378,9 +398,7 @@ static void attention_block(struct fwd *f, uint32_t il, const struct fwd_batch *
     const int64_t KV = (int64_t)hp->n_head_kv * hp->head_dim;
 
     ops->rmsnorm(f->be, f->xn, f->x, L->attn_norm.data, E, n, hp->eps);
-    matmul_w(f, f->q, &L->wq, f->xn, n);
-    matmul_w(f, f->k, &L->wk, f->xn, n);
-    matmul_w(f, f->v, &L->wv, f->xn, n);
+    matmul_w3(f, f->q, &L->wq, f->k, &L->wk, f->v, &L->wv, f->xn, n);
     add_bias(f->q, &L->bq, n);
     add_bias(f->k, &L->bk, n);
     add_bias(f->v, &L->bv, n);
@@ -411,8 +429,7 @@ static void dense_ffn(struct fwd *f, const struct model_weight *gate, const stru
                       const struct model_weight *down, const float *x, float *out, int64_t n)
 {
     const int64_t ff = gate->n_out;
-    matmul_w(f, f->ex_g, gate, x, n);
-    matmul_w(f, f->ex_u, up, x, n);
+    matmul_w3(f, f->ex_g, gate, f->ex_u, up, NULL, NULL, x, n);
     f->be->ops->swiglu(f->be, f->ex_g, f->ex_g, f->ex_u, n * ff);
     matmul_w(f, out, down, f->ex_g, n);
 }

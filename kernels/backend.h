@@ -76,6 +76,15 @@ struct be_moe_layer {
 
 struct be;
 
+/* One matrix of be_ops.matmul_n: y = w . x, w n_out rows of type wt. */
+struct be_mm {
+    float *y;
+    const void *w;
+    enum be_type wt;
+    int64_t n_out;
+};
+#define BE_MATMUL_N_MAX 4
+
 struct be_ops {
     /* Frees the backend's context; the struct be itself too. */
     void (*free)(struct be *be);
@@ -89,6 +98,10 @@ struct be_ops {
      * converted to the type's activation format first. */
     void (*matmul)(struct be *be, float *y, const void *w, enum be_type wt, int64_t n_in,
                    int64_t n_out, const float *x, int64_t n_tok);
+    /* Optional: n <= BE_MATMUL_N_MAX matmuls on the same activations x
+     * (n_tok rows of n_in), as n calls of matmul would compute them (the
+     * same bits), in one go where the backend can share the work. */
+    void (*matmul_n)(struct be *be, int n, const struct be_mm *mm, int64_t n_in, const float *x, int64_t n_tok);
     /* Optional: keeps a copy of weight matrix w (as matmul takes it; it must
      * stay valid and unchanged while the backend lives) in a layout that
      * matmul computes batches of several tokens from faster, with the same

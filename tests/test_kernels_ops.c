@@ -364,6 +364,56 @@ static void test_matmul_prepacked(void **state)
     printf("prepacked: %d matrices kept in the batch layout (0 without AVX-512 VNNI)\n", n_packed);
 }
 
+/* be_ops.matmul_n: three matrices on the same activations (the attention
+ * projections' shape: Q4_K, Q4_K, Q6_K, q 1024 and k, v 256 rows) give the
+ * bits of three matmul calls, with all three prepacked (one shared run),
+ * with one not (the fallback), at several token counts. */
+static void test_matmul_n(void **state)
+{
+    (void)state;
+    static const enum be_type types[3] = {BE_TYPE_Q4_K, BE_TYPE_Q4_K, BE_TYPE_Q6_K};
+    static const int64_t n_outs[3] = {1024, 256, 256}, toks[] = {1, 2, 5, 16, 33};
+    const int64_t n_in = 512, n_tok_max = 33;
+    uint64_t s = 77;
+    float *wf[3], *x[3], *want[3], *got[3];
+    uint8_t *w[3];
+    for (int i = 0; i < 3; i++) {
+        mm_operands(types[i], n_in, n_outs[i], n_tok_max, &s, &wf[i], &w[i], &x[i]);
+        want[i] = malloc((size_t)n_tok_max * n_outs[i] * sizeof(float));
+        got[i] = malloc((size_t)n_tok_max * n_outs[i] * sizeof(float));
+    }
+    for (int th = 0; th < N_THREADS_CASES; th++) {
+        for (int n_pp = 2; n_pp <= 3; n_pp++) { /* the first n_pp matrices prepacked */
+            struct be *be = make_be(g_threads[th], n_tok_max, n_in, 16);
+            assert_non_null(be->ops->matmul_n);
+            for (int i = 0; i < n_pp; i++)
+                assert_true(be->ops->prepack(be, w[i], types[i], n_in, n_outs[i]) >= 0);
+            for (size_t k = 0; k < sizeof toks / sizeof toks[0]; k++) {
+                const int64_t n_tok = toks[k];
+                struct be_mm mm[3];
+                for (int i = 0; i < 3; i++) {
+                    be->ops->matmul(be, want[i], w[i], types[i], n_in, n_outs[i], x[0], n_tok);
+                    memset(got[i], 0xff, (size_t)n_tok * n_outs[i] * sizeof(float));
+                    mm[i] = (struct be_mm){got[i], w[i], types[i], n_outs[i]};
+                }
+                be->ops->matmul_n(be, 3, mm, n_in, x[0], n_tok);
+                for (int i = 0; i < 3; i++)
+                    if (memcmp(want[i], got[i], (size_t)n_tok * n_outs[i] * sizeof(float)) != 0)
+                        fail_msg("matmul_n matrix %d (%s), %lld tokens, %d prepacked, threads %d: other bits than "
+                                 "matmul", i, be_type_name(types[i]), (long long)n_tok, n_pp, g_threads[th]);
+            }
+            be_free(be);
+        }
+    }
+    for (int i = 0; i < 3; i++) {
+        free(wf[i]);
+        free(w[i]);
+        free(x[i]);
+        free(want[i]);
+        free(got[i]);
+    }
+}
+
 /* ---- attention ---- */
 
 struct attn_case {
@@ -1035,6 +1085,7 @@ int main(void)
         cmocka_unit_test(test_matmul_shapes),
         cmocka_unit_test(test_matmul_batch_invariance),
         cmocka_unit_test(test_matmul_prepacked),
+        cmocka_unit_test(test_matmul_n),
         cmocka_unit_test(test_attention),
         cmocka_unit_test(test_rope),
         cmocka_unit_test(test_rmsnorm),
