@@ -53,7 +53,8 @@ struct eng_params {
                                the engine admits at most step_seqs * (max_skip + 1) sequences
                                so that the bound can always be kept */
     bool prefix_cache;      /* reuse KV blocks of shared prefixes */
-    bool prepack;           /* keep dense matrices also in the backend's batch layout (be_ops.prepack) */
+    bool prepack;           /* resident experts rewritten into the backend's batch layout (be_ops.expert_pack),
+                             * dense matrices also kept in it (be_ops.prepack) */
     int32_t max_queued;     /* most requests waiting to start; more get ERR_BUSY */
     int gpu;                /* enum be_gpu: 0 CPU, 1 a GPU when usable (default), 2 a GPU or fail */
     int device;             /* CUDA device index */

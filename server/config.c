@@ -108,7 +108,7 @@ static const struct cfg_flag k_flags[] = {
     {"batch-size", "b", "engine.batch_tokens", FL_ARG, "N  token budget of one step"},
     {"step-seqs", NULL, "engine.step_seqs", FL_ARG, "N   most sequences in one step (0 = parallel)"},
     {"no-prefix-cache", NULL, "engine.prefix_cache", FL_FALSE, "  do not reuse KV blocks of shared prefixes"},
-    {"no-prepack", NULL, "engine.prepack", FL_FALSE, "       keep no batch-layout copy of the dense matrices"},
+    {"no-prepack", NULL, "engine.prepack", FL_FALSE, "       no batch layout: experts as in the file, no copy of the dense matrices"},
     {"expert-cache", NULL, "cache.device", FL_ARG, "S  device expert cache: SIZE, PCT% or auto"},
     {"host-cache", NULL, "cache.host", FL_ARG, "S    host expert cache: SIZE, PCT% or auto"},
     {"cpu-experts", NULL, "cache.cpu_compute", FL_ARG, "M auto, never, always"},

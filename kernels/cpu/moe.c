@@ -215,6 +215,45 @@ static void swiglu_task(void *ctx, int64_t p, int tid)
     convert(j->k, be_type_info(l->down_type)->vec_dot_type, g, j->ha + (size_t)p * j->ha_row, l->n_ff);
 }
 
+/* Gate and up of expert a when both were rewritten by expert_pack and one
+ * task has all n_ff rows: per 16-row panel and token group, gate and up
+ * into a small buffer and h = silu(g) * u straight into g's rows (the same
+ * values as the separate phases: the same kernels, swiglu per element), so
+ * u is never written nor g and u read back; then h in the down format. */
+static void gate_up_packed(const struct moe_job *j, int64_t a, int32_t p0, int32_t np)
+{
+    const struct be_moe_layer *l = j->l;
+    const struct be_cpu_gemm *gg = &j->k->stored[l->gate_type], *ug = &j->k->stored[l->up_type];
+    const int64_t E = l->n_embd, FF = l->n_ff;
+    const size_t gpanel = (size_t)BE_CPU_GEMM_ROWS * be_row_size(l->gate_type, E),
+                 upanel = (size_t)BE_CPU_GEMM_ROWS * be_row_size(l->up_type, E);
+    const uint8_t *gw = l->gate[a], *uw = l->up[a];
+    const uint8_t *xa = j->xa + (size_t)p0 * j->xa_row;
+    const uint8_t *xb = j->xb ? j->xb + (size_t)p0 * j->xb_row : xa;
+    const size_t xbr = j->xb ? j->xb_row : j->xa_row;
+    _Alignas(64) float gt[BE_CPU_GEMM_NY][BE_CPU_GEMM_ROWS], ut[BE_CPU_GEMM_NY][BE_CPU_GEMM_ROWS];
+    for (size_t b = 0; b < gpanel; b += 64)
+        __builtin_prefetch(gw + b, 0, MOE_PF_LOC);
+    for (size_t b = 0; b < upanel; b += 64)
+        __builtin_prefetch(uw + b, 0, MOE_PF_LOC);
+    for (int64_t o = 0; o < FF; o += BE_CPU_GEMM_ROWS, gw += gpanel, uw += upanel) {
+        const int nr = FF - o < BE_CPU_GEMM_ROWS ? (int)(FF - o) : BE_CPU_GEMM_ROWS;
+        const bool more = o + BE_CPU_GEMM_ROWS < FF;
+        for (int32_t t0 = 0; t0 < np; t0 += BE_CPU_GEMM_NY) {
+            const int ny = np - t0 < BE_CPU_GEMM_NY ? np - t0 : BE_CPU_GEMM_NY;
+            gg->run_pf(E, gw, xa + (size_t)t0 * j->xa_row, j->xa_row, ny, &gt[0][0], BE_CPU_GEMM_ROWS, nr,
+                       t0 == 0 && more ? gw + gpanel : NULL, gpanel);
+            ug->run_pf(E, uw, xb + (size_t)t0 * xbr, xbr, ny, &ut[0][0], BE_CPU_GEMM_ROWS, nr,
+                       t0 == 0 && more ? uw + upanel : NULL, upanel);
+            for (int t = 0; t < ny; t++)
+                j->swiglu(j->g + (size_t)(p0 + t0 + t) * FF + o, gt[t], ut[t], nr);
+        }
+    }
+    for (int32_t p = p0; p < p0 + np; p++)
+        convert(j->k, be_type_info(l->down_type)->vec_dot_type, j->g + (size_t)p * FF,
+                j->ha + (size_t)p * j->ha_row, FF);
+}
+
 static void gate_up_task(void *ctx, int64_t task, int tid)
 {
     struct moe_job *j = ctx;
@@ -222,6 +261,10 @@ static void gate_up_task(void *ctx, int64_t task, int tid)
     int64_t a = j->order[task / j->tasks_per_ex_ff], c = task % j->tasks_per_ex_ff;
     int64_t r0 = c * j->chunk_ff, r1 = r0 + j->chunk_ff < l->n_ff ? r0 + j->chunk_ff : l->n_ff;
     int32_t p0 = l->offset[a], np = l->offset[a + 1] - p0;
+    if (l->gate_packed && l->up_packed && j->tasks_per_ex_ff == 1) {
+        gate_up_packed(j, a, p0, np);
+        return;
+    }
     rows_dot(j, tid, l->gate_type, l->gate[a], l->gate_packed, l->n_embd, r0, r1, j->xa + (size_t)p0 * j->xa_row, j->xa_row,
              np, j->g + (size_t)p0 * l->n_ff, l->n_ff);
     if (j->xb)
