@@ -623,6 +623,22 @@ HOT void kgemm_body(int64_t n, const uint8_t *pk, const void *vy, size_t ys, con
 KGEMM_ENTRY(kgemm_k4, 8)
 KGEMM_ENTRY(kgemm_k6, 16)
 
+/* vpdpbusd / vpdpwssd with the dword at p broadcast to 16 lanes as an
+ * embedded {1to16} memory operand: one instruction where the compiler
+ * emits a separate vpbroadcastd load before each (the stored panels' inner
+ * loops issue one per 64 multiply-adds). */
+typedef int32_t i32u __attribute__((may_alias, aligned(1)));
+HOT __m512i dpbusd_bc(__m512i acc, __m512i w, const void *p)
+{
+    __asm__("vpdpbusd %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(w), "m"(*(const i32u *)p));
+    return acc;
+}
+HOT __m512i dpwssd_bc(__m512i acc, __m512i w, const void *p)
+{
+    __asm__("vpdpwssd %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(w), "m"(*(const i32u *)p));
+    return acc;
+}
+
 /* ---- Q6_K stored panels: the GEMM of kgemm_k6 at Q6_K's size ----
  *
  * The panels above spend a byte per 6-bit value (plus int32 scales): fine
@@ -711,7 +727,7 @@ HOT void p6_body(int64_t n, const uint8_t *pk, const void *vy, size_t ys, const 
             const __m512i cmv = _mm512_sub_epi16(_mm512_setzero_si512(), _mm512_slli_epi16(sc2, 5));
             UNROLL
             for (int t = 0; t < ny; t++) /* the -32 offset, as kgemm's C */
-                S[t] = _mm512_dpwssd_epi32(S[t], cmv, _mm512_set1_epi32(ld32(y[t][i].bsums + 2 * u)));
+                S[t] = dpwssd_bc(S[t], cmv, y[t][i].bsums + 2 * u);
             const __m512i H0 = _mm512_loadu_si512(p + P6_HI + 64 * (2 * u));
             const __m512i H1 = _mm512_loadu_si512(p + P6_HI + 64 * (2 * u + 1));
             UNROLL
@@ -731,11 +747,10 @@ HOT void p6_body(int64_t n, const uint8_t *pk, const void *vy, size_t ys, const 
                 const int k0 = 8 * u + 4 * half;
                 UNROLL
                 for (int t = 0; t < ny; t++) {
-                    __m512i is = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w[0],
-                                                     _mm512_set1_epi32(ld32(y[t][i].qs + 4 * k0)));
+                    __m512i is = dpbusd_bc(_mm512_setzero_si512(), w[0], y[t][i].qs + 4 * k0);
                     UNROLL
                     for (int g = 1; g < 4; g++)
-                        is = _mm512_dpbusd_epi32(is, w[g], _mm512_set1_epi32(ld32(y[t][i].qs + 4 * (k0 + g))));
+                        is = dpbusd_bc(is, w[g], y[t][i].qs + 4 * (k0 + g));
                     S[t] = _mm512_add_epi32(S[t], _mm512_mullo_epi32(is, scv));
                 }
             }
@@ -863,12 +878,12 @@ HOT void p4_body(int64_t n, const uint8_t *pk, const void *vy, size_t ys, const 
             UNROLL
             for (int t = 0; t < ny; t++) {
                 const int8_t *q8 = y[t][i].qs + 32 * sb;
-                __m512i is = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w[0], _mm512_set1_epi32(ld32(q8)));
+                __m512i is = dpbusd_bc(_mm512_setzero_si512(), w[0], q8);
                 UNROLL
                 for (int g = 1; g < 8; g++)
-                    is = _mm512_dpbusd_epi32(is, w[g], _mm512_set1_epi32(ld32(q8 + 4 * g)));
+                    is = dpbusd_bc(is, w[g], q8 + 4 * g);
                 S[t] = _mm512_add_epi32(S[t], _mm512_mullo_epi32(is, scv));
-                C[t] = _mm512_dpwssd_epi32(C[t], cmv, _mm512_set1_epi32(ld32(y[t][i].bsums + 2 * sb)));
+                C[t] = dpwssd_bc(C[t], cmv, y[t][i].bsums + 2 * sb);
             }
         }
         const __m512 dv = _mm512_cvtph_ps(loadu256(p + P4_D)), dmv = _mm512_cvtph_ps(loadu256(p + P4_DMIN));
