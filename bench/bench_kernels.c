@@ -268,6 +268,156 @@ static void bench_attention(const int *thr, int n_thr, const double *bw)
     free(tab);
 }
 
+/* (e) One MoE layer of the medium preset (1024 wide, 64 experts, top 8,
+ * expert FFN 512; gate/up Q4_K, down Q6_K, as Q4_K_M) through moe_ffn,
+ * with the experts as stored and rewritten by expert_pack (where the
+ * kernels have its layout), at 1, 16 and 512 tokens (random routing),
+ * from DRAM (16 layers of distinct experts, cycled) and in cache (every
+ * expert the same memory): ms a layer and packed / stored. */
+static uint64_t g_moe_rs = 88172645463325252ull;
+static uint32_t moe_rand(void)
+{
+    g_moe_rs ^= g_moe_rs << 13;
+    g_moe_rs ^= g_moe_rs >> 7;
+    g_moe_rs ^= g_moe_rs << 17;
+    return (uint32_t)g_moe_rs;
+}
+
+static double bench_moe_case(struct be *be, int n, bool cache, const uint8_t *G, const uint8_t *U, const uint8_t *D,
+                             bool packed)
+{
+    enum { NE = 64, K = 8, E = 1024, FF = 512 };
+    const size_t gs = be_row_size(BE_TYPE_Q4_K, E) * FF, ds = be_row_size(BE_TYPE_Q6_K, FF) * E;
+    float *x = malloc((size_t)n * E * sizeof(float)), *y = malloc((size_t)n * E * sizeof(float));
+    int32_t *tok = malloc((size_t)n * K * sizeof(int32_t)), off[NE + 1];
+    float *wt = malloc((size_t)n * K * sizeof(float));
+    int (*ids)[K] = malloc((size_t)n * sizeof *ids);
+    const void *gp[NE], *up[NE], *dp[NE];
+    for (int64_t i = 0; i < (int64_t)n * E; i++)
+        x[i] = (float)(moe_rand() % 2001) / 1000.0f - 1.0f;
+    double total = 0;
+    int calls = 0;
+    const int reps = n >= 512 ? 3 : n >= 16 ? 12 : 40;
+    for (int rep = 0; rep < reps; rep++) {
+        for (int l = 0; l < 16; l++) {
+            for (int t = 0; t < n; t++)
+                for (int c = 0; c < K;) {
+                    int e = (int)(moe_rand() % NE), dup = 0;
+                    for (int q = 0; q < c; q++)
+                        dup |= ids[t][q] == e;
+                    if (!dup)
+                        ids[t][c++] = e;
+                }
+            int a = 0, p = 0;
+            for (int e = 0; e < NE; e++) {
+                int first = p;
+                for (int t = 0; t < n; t++)
+                    for (int q = 0; q < K; q++)
+                        if (ids[t][q] == e) {
+                            tok[p] = t;
+                            wt[p++] = 0.125f;
+                        }
+                if (p == first)
+                    continue;
+                const size_t ix = cache ? 0 : (size_t)l * NE + (size_t)e;
+                gp[a] = G + ix * gs;
+                up[a] = U + ix * gs;
+                dp[a] = D + ix * ds;
+                off[a++] = first;
+            }
+            off[a] = p;
+            struct be_moe_layer ml = {.n_embd = E, .n_ff = FF, .gate_type = BE_TYPE_Q4_K, .up_type = BE_TYPE_Q4_K,
+                                      .down_type = BE_TYPE_Q6_K, .n_active = a, .gate = gp, .up = up, .down = dp,
+                                      .offset = off, .tok = tok, .weight = wt, .gate_packed = packed,
+                                      .up_packed = packed, .down_packed = packed};
+            memset(y, 0, (size_t)n * E * sizeof(float));
+            double t0 = now_s();
+            be->ops->moe_ffn(be, y, x, n, &ml);
+            if (rep > 0) {
+                total += now_s() - t0;
+                calls++;
+            }
+        }
+    }
+    free(x);
+    free(y);
+    free(tok);
+    free(wt);
+    free(ids);
+    return total / calls;
+}
+
+static void bench_moe(int nt)
+{
+    enum { NE = 64, E = 1024, FF = 512, N_LAYERS = 16 };
+    const size_t gs = be_row_size(BE_TYPE_Q4_K, E) * FF, ds = be_row_size(BE_TYPE_Q6_K, FF) * E;
+    const size_t n_ex = (size_t)N_LAYERS * NE;
+    struct be *be;
+    struct be_cpu_params p = {.n_threads = nt};
+    if (be_cpu_init(&be, &p) != 0 || be->ops->reserve(be, 512, 4096, 16) != 0 ||
+        be->ops->reserve_moe(be, 512 * 8, FF, E) != 0) {
+        fprintf(stderr, "bench_kernels: cannot set up the CPU backend\n");
+        return;
+    }
+    /* [0]: as stored, [1]: rewritten; 4 distinct experts quantized, tiled */
+    uint8_t *G[2], *U[2], *D[2];
+    for (int v = 0; v < 2; v++) {
+        G[v] = malloc(gs * n_ex);
+        U[v] = malloc(gs * n_ex);
+        D[v] = malloc(ds * n_ex);
+        if (!G[v] || !U[v] || !D[v]) {
+            fprintf(stderr, "bench_kernels: out of memory for the MoE layer benchmark\n");
+            return;
+        }
+    }
+    float *row = malloc(E * sizeof(float));
+    for (int e = 0; e < 4; e++) {
+        for (int r = 0; r < FF; r++)
+            for (int m = 0; m < 2; m++) {
+                for (int i = 0; i < E; i++)
+                    row[i] = (float)(moe_rand() % 2001) / 1000.0f - 1.0f;
+                be_quant_row(BE_TYPE_Q4_K, row, (m ? U[0] : G[0]) + e * gs + r * be_row_size(BE_TYPE_Q4_K, E), E);
+            }
+        for (int r = 0; r < E; r++) {
+            for (int i = 0; i < FF; i++)
+                row[i] = (float)(moe_rand() % 2001) / 1000.0f - 1.0f;
+            be_quant_row(BE_TYPE_Q6_K, row, D[0] + e * ds + r * be_row_size(BE_TYPE_Q6_K, FF), FF);
+        }
+    }
+    free(row);
+    for (size_t e = 4; e < n_ex; e++) {
+        memcpy(G[0] + e * gs, G[0] + (e % 4) * gs, gs);
+        memcpy(U[0] + e * gs, U[0] + (e % 4) * gs, gs);
+        memcpy(D[0] + e * ds, D[0] + (e % 4) * ds, ds);
+    }
+    memcpy(G[1], G[0], gs * n_ex);
+    memcpy(U[1], U[0], gs * n_ex);
+    memcpy(D[1], D[0], ds * n_ex);
+    const bool packed = be->ops->expert_pack && be->ops->expert_pack(be, G[1], BE_TYPE_Q4_K, E, FF, (int64_t)n_ex) == 1 &&
+                        be->ops->expert_pack(be, U[1], BE_TYPE_Q4_K, E, FF, (int64_t)n_ex) == 1 &&
+                        be->ops->expert_pack(be, D[1], BE_TYPE_Q6_K, FF, E, (int64_t)n_ex) == 1;
+    printf("\nMoE layer (1024 wide, 64 experts, top 8, FFN 512, Q4_K/Q4_K/Q6_K), %d thread%s: ms a layer\n", nt,
+           nt == 1 ? "" : "s");
+    if (!packed)
+        printf("  (these kernels have no stored panels: experts as stored only)\n");
+    printf("%-7s %-7s %10s %10s %9s\n", "tokens", "from", "as stored", "rewritten", "ratio");
+    static const int toks[] = {1, 16, 512};
+    for (size_t i = 0; i < sizeof toks / sizeof toks[0]; i++)
+        for (int cache = 0; cache < 2; cache++) {
+            double a = bench_moe_case(be, toks[i], cache, G[0], U[0], D[0], false);
+            double b = packed ? bench_moe_case(be, toks[i], cache, G[1], U[1], D[1], true) : 0;
+            printf("%-7d %-7s %10.3f %10.3f %8.2fx\n", toks[i], cache ? "cache" : "DRAM", a * 1e3, b * 1e3,
+                   b > 0 ? a / b : 0.0);
+            fflush(stdout);
+        }
+    for (int v = 0; v < 2; v++) {
+        free(G[v]);
+        free(U[v]);
+        free(D[v]);
+    }
+    be_free(be);
+}
+
 int main(int argc, char **argv)
 {
     int max_threads = be_cpu__cpu_count();
@@ -318,6 +468,9 @@ int main(int argc, char **argv)
     /* (c) attention */
     if (!filter || strstr("attention", filter))
         bench_attention(thr, n_thr, bw);
+
+    /* (e) MoE layer, with -f moe or no filter (after the matmuls) */
+    const bool moe = !filter || strstr("moe", filter);
 
     /* (d) matmul */
     static const enum be_type types[] = {BE_TYPE_Q8_0, BE_TYPE_Q4_K, BE_TYPE_Q6_K,
@@ -386,5 +539,7 @@ int main(int argc, char **argv)
             free(y);
         }
     }
+    if (moe)
+        bench_moe(max_threads);
     return 0;
 }
