@@ -418,6 +418,71 @@ static void bench_moe(int nt)
     be_free(be);
 }
 
+/* (f) The stored panels (kernels' stored[], what expert_pack and prepack
+ * keep) against the small-batch rows kernel on the rows as stored (and the
+ * dot kernel at one token), one thread, 256 rows of 1024 in cache: ns a
+ * row, and rows / panel. */
+static void bench_panels(const struct be_cpu_kernels *k)
+{
+    static const enum be_type types[] = {BE_TYPE_Q4_K, BE_TYPE_Q6_K};
+    static const int toks[] = {1, 2, 3, 8, 16};
+    const int64_t n = 1024;
+    const int rows = 256;
+    if (!k)
+        return;
+    printf("\nstored panels against the rows as stored: one thread, %d rows of %lld in cache, ns a row\n", rows,
+           (long long)n);
+    printf("%-6s %6s %10s %12s %9s\n", "type", "tokens", "panel", "rows kernel", "ratio");
+    for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
+        const enum be_type wt = types[ti];
+        const struct be_cpu_gemm *g = &k->stored[wt];
+        if (!g->pack || !k->rows[wt])
+            continue;
+        const size_t wrow = be_row_size(wt, n), yrow = be_row_size(BE_TYPE_Q8_K, n);
+        const size_t panel = (size_t)g->bytes_per_blk * (size_t)(n / 256);
+        uint8_t *w = aligned_alloc(64, wrow * rows), *pk = aligned_alloc(64, panel * (rows / 16));
+        uint8_t *y = aligned_alloc(64, (yrow * 16 + 63) / 64 * 64);
+        float *x = malloc((size_t)n * sizeof(float)), *out = malloc((size_t)rows * 16 * sizeof(float));
+        for (int r = 0; r < rows + 16; r++) {
+            for (int64_t i = 0; i < n; i++)
+                x[i] = (float)(moe_rand() % 2001) / 1000.0f - 1.0f;
+            if (r < rows)
+                be_quant_row(wt, x, w + (size_t)r * wrow, n);
+            else
+                be_quant_row(BE_TYPE_Q8_K, x, y + (size_t)(r - rows) * yrow, n);
+        }
+        for (int p = 0; p < rows / 16; p++)
+            g->pack(w + (size_t)p * 16 * wrow, wrow, 16, n, pk + (size_t)p * panel);
+        for (size_t ki = 0; ki < sizeof toks / sizeof toks[0]; ki++) {
+            const int ny = toks[ki];
+            double best_p = 1e30, best_r = 1e30;
+            const int reps = 4000 / ny + 1;
+            for (int trial = 0; trial < 5; trial++) {
+                double t0 = now_s();
+                for (int rep = 0; rep < reps; rep++)
+                    for (int p = 0; p < rows / 16; p++)
+                        for (int t = 0; t < ny; t += BE_CPU_GEMM_NY)
+                            g->run(n, pk + (size_t)p * panel, y + (size_t)t * yrow, yrow,
+                                   ny - t < BE_CPU_GEMM_NY ? ny - t : BE_CPU_GEMM_NY, out + (size_t)t * rows + 16 * p,
+                                   rows, 16);
+                double dt = (now_s() - t0) / reps / rows * 1e9;
+                best_p = dt < best_p ? dt : best_p;
+                t0 = now_s();
+                for (int rep = 0; rep < reps; rep++)
+                    k->rows[wt](n, w, wrow, rows, y, yrow, ny, out, rows);
+                dt = (now_s() - t0) / reps / rows * 1e9;
+                best_r = dt < best_r ? dt : best_r;
+            }
+            printf("%-6s %6d %10.1f %12.1f %8.2fx\n", be_type_name(wt), ny, best_p, best_r, best_r / best_p);
+        }
+        free(w);
+        free(pk);
+        free(y);
+        free(x);
+        free(out);
+    }
+}
+
 int main(int argc, char **argv)
 {
     int max_threads = be_cpu__cpu_count();
@@ -541,5 +606,7 @@ int main(int argc, char **argv)
     }
     if (moe)
         bench_moe(max_threads);
+    if (!filter || strstr("panels", filter))
+        bench_panels(k);
     return 0;
 }
