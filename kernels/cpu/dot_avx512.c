@@ -766,25 +766,31 @@ HOT void p6_body(int64_t n, const uint8_t *pk, const void *vy, size_t ys, const 
         _mm512_mask_storeu_ps(s + (size_t)t * ss, m, acc[t]);
 }
 
-static void p6_run_pf(int64_t n, const void *pk, const void *y, size_t ys, int n_y, float *s, size_t ss,
-                      int n_rows, const void *pf, size_t pf_len)
-{
-    switch (n_y) {
-    case 1: p6_body(n, pk, y, ys, 1, s, ss, n_rows, pf, pf_len); break;
-    case 2: p6_body(n, pk, y, ys, 2, s, ss, n_rows, pf, pf_len); break;
-    case 3: p6_body(n, pk, y, ys, 3, s, ss, n_rows, pf, pf_len); break;
-    case 4: p6_body(n, pk, y, ys, 4, s, ss, n_rows, pf, pf_len); break;
-    case 5: p6_body(n, pk, y, ys, 5, s, ss, n_rows, pf, pf_len); break;
-    case 6: p6_body(n, pk, y, ys, 6, s, ss, n_rows, pf, pf_len); break;
-    case 7: p6_body(n, pk, y, ys, 7, s, ss, n_rows, pf, pf_len); break;
-    default: p6_body(n, pk, y, ys, 8, s, ss, n_rows, pf, pf_len); break;
+/* A stored panel's entry points: the body with the token count as a
+ * constant (its loops unroll over the tokens), with and without the
+ * prefetch of the next panel. */
+#define STORED_ENTRY(name, body)                                                           \
+    static void name##_run_pf(int64_t n, const void *pk, const void *y, size_t ys, int n_y, float *s, \
+                              size_t ss, int n_rows, const void *pf, size_t pf_len)      \
+    {                                                                                      \
+        switch (n_y) {                                                                     \
+        case 1: body(n, pk, y, ys, 1, s, ss, n_rows, pf, pf_len); break;                   \
+        case 2: body(n, pk, y, ys, 2, s, ss, n_rows, pf, pf_len); break;                   \
+        case 3: body(n, pk, y, ys, 3, s, ss, n_rows, pf, pf_len); break;                   \
+        case 4: body(n, pk, y, ys, 4, s, ss, n_rows, pf, pf_len); break;                   \
+        case 5: body(n, pk, y, ys, 5, s, ss, n_rows, pf, pf_len); break;                   \
+        case 6: body(n, pk, y, ys, 6, s, ss, n_rows, pf, pf_len); break;                   \
+        case 7: body(n, pk, y, ys, 7, s, ss, n_rows, pf, pf_len); break;                   \
+        default: body(n, pk, y, ys, 8, s, ss, n_rows, pf, pf_len); break;                  \
+        }                                                                                  \
+    }                                                                                      \
+    static void name##_run(int64_t n, const void *pk, const void *y, size_t ys, int n_y, float *s, size_t ss, \
+                           int n_rows)                                                     \
+    {                                                                                      \
+        name##_run_pf(n, pk, y, ys, n_y, s, ss, n_rows, NULL, 0);                          \
     }
-}
 
-static void p6_run(int64_t n, const void *pk, const void *y, size_t ys, int n_y, float *s, size_t ss, int n_rows)
-{
-    p6_run_pf(n, pk, y, ys, n_y, s, ss, n_rows, NULL, 0);
-}
+STORED_ENTRY(p6, p6_body)
 
 /* ---- Q4_K stored panels: the GEMM of kgemm_k4 at Q4_K's size ----
  *
@@ -900,25 +906,7 @@ HOT void p4_body(int64_t n, const uint8_t *pk, const void *vy, size_t ys, const 
         _mm512_mask_storeu_ps(s + (size_t)t * ss, m, _mm512_sub_ps(acc[t], accm[t]));
 }
 
-static void p4_run_pf(int64_t n, const void *pk, const void *y, size_t ys, int n_y, float *s, size_t ss,
-                      int n_rows, const void *pf, size_t pf_len)
-{
-    switch (n_y) {
-    case 1: p4_body(n, pk, y, ys, 1, s, ss, n_rows, pf, pf_len); break;
-    case 2: p4_body(n, pk, y, ys, 2, s, ss, n_rows, pf, pf_len); break;
-    case 3: p4_body(n, pk, y, ys, 3, s, ss, n_rows, pf, pf_len); break;
-    case 4: p4_body(n, pk, y, ys, 4, s, ss, n_rows, pf, pf_len); break;
-    case 5: p4_body(n, pk, y, ys, 5, s, ss, n_rows, pf, pf_len); break;
-    case 6: p4_body(n, pk, y, ys, 6, s, ss, n_rows, pf, pf_len); break;
-    case 7: p4_body(n, pk, y, ys, 7, s, ss, n_rows, pf, pf_len); break;
-    default: p4_body(n, pk, y, ys, 8, s, ss, n_rows, pf, pf_len); break;
-    }
-}
-
-static void p4_run(int64_t n, const void *pk, const void *y, size_t ys, int n_y, float *s, size_t ss, int n_rows)
-{
-    p4_run_pf(n, pk, y, ys, n_y, s, ss, n_rows, NULL, 0);
-}
+STORED_ENTRY(p4, p4_body)
 
 /* ---- Q8_0 GEMM on packed panels ----
  *
