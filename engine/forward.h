@@ -53,8 +53,9 @@ struct fwd_params {
     bool pregate_input;           /* pre-gate on layer L's input instead of after its attention */
     struct trace_writer *trace;   /* borrowed: each token's routing and pre-gating */
     /* Keep the dense matrices (attention, output, dense and shared FFN) a
-     * second time in the backend's batch layout (be_ops.prepack), for steps
-     * of several tokens; prepacked_bytes in the stats says what it took. */
+     * second time in the backend's batch layout (be_ops.prepack), which the
+     * CPU backend reads at every token count; prepacked_bytes in the stats
+     * says what it took. */
     bool prepack;
 };
 

@@ -57,14 +57,16 @@
  * stays (single-stream decode's output matrix and projections). */
 #define MM_ROWS_MIN_TOK 2
 /* From this many tokens on, a prepacked matrix (cpu_prepack) runs the GEMM
- * on its stored panels (kernels' stored[]: Q6_K at 6 bits a value). One
- * thread, 1024-wide Q6_K rows from DRAM, ns a row: 16 tokens 63 against
- * the rows kernel's 92, 8 tokens 32.5 against 49, 1 token 17.4 against the
- * dot kernel's 21.7; but in the engine (2 threads, medium Q4_K_M) single-
- * stream decode measured 136.5 against 144.0 tokens/s with the panels at
- * 1 token too, so one token keeps the rows as stored. */
+ * on its stored panels (kernels' stored[]: Q4_K, Q6_K at their own size):
+ * from one token. Single-stream decode, medium Q4_K_M, 2 threads, three
+ * alternating runs of 3 rounds: 162.1 tokens/s with one token on the rows
+ * as stored (the AVX2 dot kernel for Q4_K: 29 ns a 1024-wide row in cache,
+ * against 5.5 for the panel), 179.4 with the Q4_K panels, 185.7 with all.
+ * (A session before, with the panels' f32 d, unaligned super-blocks and no
+ * non-temporal prefetch, one token on the Q6_K output panels had measured
+ * slower: 136.5 against 144.0.) */
 #ifndef MM_PREPACKED_MIN_TOK
-#define MM_PREPACKED_MIN_TOK 2
+#define MM_PREPACKED_MIN_TOK 1
 #endif
 #define MM_ROWS_MAX_TOK 16
 /* Below this many weight bytes per thread, a matmul is split in exactly
