@@ -89,8 +89,10 @@ struct moe_job {
  * out[p * out_stride + r]. With MOE_GEMM_MIN_TOK or more rows and a GEMM for the type,
  * 16-row panels are packed once into this thread's panel memory and run
  * against groups of up to 8 activation rows; otherwise each weight row is
- * decoded once per group of BE_CPU_MAX_NY rows. Both give the same bits
- * (impl.h), so the result never depends on how many tokens share the expert. */
+ * decoded once per group of BE_CPU_MAX_NY rows. When the matrix was
+ * rewritten by expert_pack (packed), its stored panels run at every token
+ * count. All give the same bits (impl.h), so the result never depends on
+ * how many tokens share the expert. */
 static void rows_dot(const struct moe_job *j, int tid, enum be_type wt, const void *w, bool packed, int64_t n_in,
                      int64_t r0, int64_t r1, const uint8_t *act, size_t act_stride, int32_t np,
                      float *out, int64_t out_stride)
