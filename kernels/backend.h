@@ -104,8 +104,8 @@ struct be_ops {
     void (*matmul_n)(struct be *be, int n, const struct be_mm *mm, int64_t n_in, const float *x, int64_t n_tok);
     /* Optional: keeps a copy of weight matrix w (as matmul takes it; it must
      * stay valid and unchanged while the backend lives) in a layout that
-     * matmul computes batches of several tokens from faster, with the same
-     * results. Returns the bytes the copy takes, 0 when the backend has no
+     * matmul computes faster (the CPU backend: at every token count), with
+     * the same results. Returns the bytes the copy takes, 0 when the backend has no
      * such layout for the type or shape (nothing kept), or -ENOMEM. */
     int64_t (*prepack)(struct be *be, const void *w, enum be_type wt, int64_t n_in, int64_t n_out);
     /* y = x / sqrt(mean(x^2) + eps) * w, for n_rows rows of n; w may be NULL; y may be x. */

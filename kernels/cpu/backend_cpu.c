@@ -24,7 +24,9 @@
  *    into 16-row panels in per-thread memory and run the GEMM on them, 8
  *    tokens at a time; the GEMM gives each (row, token) the bits of the dot
  *    kernel, so a token's output is the same in every batch (n_tok = 1
- *    included) and at every thread count.
+ *    included) and at every thread count. A prepacked matrix (be_ops.prepack)
+ *    and rewritten experts (be_ops.expert_pack) run that GEMM on stored
+ *    panels at every token count, with the same bits.
  */
 #include "kernels/backend.h"
 
@@ -54,20 +56,18 @@
  * DRAM, one thread, ns per row): Q6_K 16 tokens 106 vs the GEMM's 114, 32
  * tokens 206 vs 165; Q4_K 16 tokens 84 vs 99, 32 tokens 168 vs 147; Q8_0
  * 8 tokens 98 vs 121, 16 tokens 184 vs 187. At one token the dot kernel
- * stays (single-stream decode's output matrix and projections). */
+ * stays, for matrices without stored panels (prepacked ones read those at
+ * every token count, below). */
 #define MM_ROWS_MIN_TOK 2
-/* From this many tokens on, a prepacked matrix (cpu_prepack) runs the GEMM
- * on its stored panels (kernels' stored[]: Q4_K, Q6_K at their own size):
- * from one token. Single-stream decode, medium Q4_K_M, 2 threads, three
+/* A prepacked matrix (cpu_prepack) runs the GEMM on its stored panels
+ * (kernels' stored[]: Q4_K, Q6_K at their own size) at every token count,
+ * one included. Single-stream decode, medium Q4_K_M, 2 threads, three
  * alternating runs of 3 rounds: 162.1 tokens/s with one token on the rows
  * as stored (the AVX2 dot kernel for Q4_K: 29 ns a 1024-wide row in cache,
  * against 5.5 for the panel), 179.4 with the Q4_K panels, 185.7 with all.
  * (A session before, with the panels' f32 d, unaligned super-blocks and no
  * non-temporal prefetch, one token on the Q6_K output panels had measured
  * slower: 136.5 against 144.0.) */
-#ifndef MM_PREPACKED_MIN_TOK
-#define MM_PREPACKED_MIN_TOK 1
-#endif
 #define MM_ROWS_MAX_TOK 16
 /* Below this many weight bytes per thread, a matmul is split in exactly
  * one task per thread; above, in a few per thread so that a slow thread
@@ -448,6 +448,25 @@ static int pp_rows(const struct pp_entry *e, int64_t p)
     return e->n_out - o < BE_CPU_GEMM_ROWS ? (int)(e->n_out - o) : BE_CPU_GEMM_ROWS;
 }
 
+void be_cpu__stored_run(const struct be_cpu_gemm *g, int64_t n_in, const uint8_t *pk, size_t panel, int64_t r0,
+                        int64_t r1, const uint8_t *act, size_t arow, int64_t n_tok, float *y, size_t ys)
+{
+    const uint8_t *pw = pk + (size_t)(r0 / BE_CPU_GEMM_ROWS) * panel;
+    if (r0 < r1) /* the first panel's lines all at once */
+        for (size_t b = 0; b < panel; b += 64)
+            __builtin_prefetch(pw + b, 0, 0);
+    for (int64_t o = r0; o < r1; o += BE_CPU_GEMM_ROWS, pw += panel) {
+        const int nr = r1 - o < BE_CPU_GEMM_ROWS ? (int)(r1 - o) : BE_CPU_GEMM_ROWS;
+        /* the next panel, spread over this one's first token group */
+        const uint8_t *pf = o + BE_CPU_GEMM_ROWS < r1 ? pw + panel : NULL;
+        for (int64_t t0 = 0; t0 < n_tok; t0 += BE_CPU_GEMM_NY) {
+            const int ny = n_tok - t0 < BE_CPU_GEMM_NY ? (int)(n_tok - t0) : BE_CPU_GEMM_NY;
+            g->run_pf(n_in, pw, act + (size_t)t0 * arow, arow, ny, y + (size_t)t0 * ys + o, ys, nr,
+                      t0 == 0 ? pf : NULL, panel);
+        }
+    }
+}
+
 static void mm_pp_task(void *ctx, int64_t task, int thread_id)
 {
     (void)thread_id;
@@ -455,20 +474,9 @@ static void mm_pp_task(void *ctx, int64_t task, int thread_id)
     const struct pp_entry *e = j->e;
     int64_t p0, p1;
     pp_span(task, j->panels_per_task, j->n_panels, &p0, &p1);
-    if (p0 < p1) /* the first panel's lines all at once */
-        for (size_t b = 0; b < e->panel; b += 64)
-            __builtin_prefetch(e->pk + (size_t)p0 * e->panel + b, 0, 3);
-    for (int64_t p = p0; p < p1; p++) {
-        /* the next panel, spread over this one's first token group */
-        const uint8_t *pf = p + 1 < p1 ? e->pk + (size_t)(p + 1) * e->panel : NULL;
-        const int64_t o = p * BE_CPU_GEMM_ROWS;
-        for (int64_t t0 = 0; t0 < j->n_tok; t0 += BE_CPU_GEMM_NY) {
-            const int ny = j->n_tok - t0 < BE_CPU_GEMM_NY ? (int)(j->n_tok - t0) : BE_CPU_GEMM_NY;
-            j->g->run_pf(e->n_in, e->pk + (size_t)p * e->panel, j->act + (size_t)t0 * j->arow, j->arow, ny,
-                         j->y + t0 * e->n_out + o, (size_t)e->n_out, pp_rows(e, p), t0 == 0 ? pf : NULL,
-                         e->panel);
-        }
-    }
+    const int64_t r1 = p1 * BE_CPU_GEMM_ROWS < e->n_out ? p1 * BE_CPU_GEMM_ROWS : e->n_out;
+    be_cpu__stored_run(j->g, e->n_in, e->pk, e->panel, p0 * BE_CPU_GEMM_ROWS, r1, j->act, j->arow, j->n_tok, j->y,
+                       (size_t)e->n_out);
 }
 
 static const struct pp_entry *pp_find(const struct cpu_ctx *c, const void *w, enum be_type wt, int64_t n_in,
@@ -587,7 +595,7 @@ static void cpu_matmul_n(struct be *be, int n, const struct be_mm *mm, int64_t n
 {
     struct cpu_ctx *c = be->ctx;
     const struct pp_entry *pe[BE_MATMUL_N_MAX];
-    bool all = n >= 1 && n <= BE_MATMUL_N_MAX && n_tok >= MM_PREPACKED_MIN_TOK && c->kern;
+    bool all = n >= 1 && n <= BE_MATMUL_N_MAX && n_tok >= 1 && c->kern;
     for (int i = 0; all && i < n; i++) {
         pe[i] = pp_find(c, mm[i].w, mm[i].wt, n_in, mm[i].n_out);
         all = pe[i] && be_type_info(mm[i].wt)->vec_dot_type == be_type_info(mm[0].wt)->vec_dot_type;
@@ -638,7 +646,7 @@ static void cpu_matmul(struct be *be, float *y, const void *w, enum be_type wt, 
         return;
     mm_convert(c, &j);
 
-    const struct pp_entry *pe = n_tok >= MM_PREPACKED_MIN_TOK ? pp_find(c, w, wt, n_in, n_out) : NULL;
+    const struct pp_entry *pe = pp_find(c, w, wt, n_in, n_out);
     if (pe) {
         struct pp_job pj = {.g = &c->kern->stored[wt], .e = pe, .act = j.act, .arow = j.arow, .y = y,
                             .n_tok = n_tok, .n_panels = (n_out + BE_CPU_GEMM_ROWS - 1) / BE_CPU_GEMM_ROWS};
@@ -943,10 +951,19 @@ struct attn_job {
     int64_t n_items, per_task; /* items (token, kv head), per task */
 };
 
-/* One task: token t's query heads of kv head kh, over its visible
- * positions, with the softmax kept online per chunk of positions: the
- * running maximum m, sum l and the output accumulators are rescaled once
- * per chunk. */
+/* Position p's row of a sequence (block table bt) in a KV pool, at byte
+ * offset off, and in *n how many rows from there on (at most max) lie in
+ * the same block, one row_bytes apart: one table look-up and division per
+ * block, not per position. */
+static const uint8_t *kv_run(const struct be_kv_layer *kv, const void *base, const int32_t *bt, int64_t p,
+                             size_t off, int64_t max, int *n)
+{
+    const int64_t in = p % kv->block_size;
+    *n = (int)(kv->block_size - in < max ? kv->block_size - in : max);
+    return (const uint8_t *)base + ((size_t)bt[p / kv->block_size] * (size_t)kv->block_size + (size_t)in) *
+                                       kv->row_bytes + off;
+}
+
 /* The keys of item `item`'s first chunk of positions (what its scores read
  * first), requested ahead. */
 static void attn_prefetch_keys(const struct attn_job *j, int64_t item)
@@ -959,11 +976,9 @@ static void attn_prefetch_keys(const struct attn_job *j, int64_t item)
     const size_t seg = be_row_size(kv->type, a->head_dim);
     const int64_t n = a->n_kv[t] < ATT_CHUNK ? a->n_kv[t] : ATT_CHUNK;
     for (int64_t p = 0; p < n;) {
-        const int64_t off = p % kv->block_size;
-        const uint8_t *kr = (const uint8_t *)kv->k +
-                            ((size_t)a->block_tab[t][p / kv->block_size] * (size_t)kv->block_size + (size_t)off) *
-                                kv->row_bytes + head_off;
-        for (int64_t r = off; r < kv->block_size && p < n; r++, p++, kr += kv->row_bytes)
+        int nr;
+        const uint8_t *kr = kv_run(kv, kv->k, a->block_tab[t], p, head_off, n - p, &nr);
+        for (int r = 0; r < nr; r++, p++, kr += kv->row_bytes)
             for (size_t b = 0; b < seg; b += 64)
                 __builtin_prefetch(kr + b, 0, 3);
     }
@@ -985,6 +1000,10 @@ static void attn_task(void *ctx, int64_t task, int thread_id)
     }
 }
 
+/* One item: token t's query heads of kv head kh, over its visible
+ * positions, with the softmax kept online per chunk of positions: the
+ * running maximum m, sum l and the output accumulators are rescaled once
+ * per chunk. */
 static void attn_item(const struct attn_job *j, int64_t task, int thread_id)
 {
     const struct be_attn *a = j->a;
@@ -1021,15 +1040,12 @@ static void attn_item(const struct attn_job *j, int64_t task, int thread_id)
          * request the chunk's keys now, so that their misses overlap
          * instead of being waited for one by one, and its values once the
          * scores are done (both at once measured slower: too many misses
-         * in flight). A block's rows are consecutive: one table look-up
-         * and division per block, not per position (16 tokens x 96
-         * positions, in cache: 50 -> 43 us a call). */
+         * in flight). A block's rows are consecutive (kv_run: 16 tokens
+         * x 96 positions, in cache, 50 -> 43 us a call). */
         for (int i = 0; i < cn;) {
-            const int64_t p = p0 + i, off = p % kv->block_size;
-            const size_t slot0 = (size_t)bt[p / kv->block_size] * (size_t)kv->block_size + (size_t)off;
-            const uint8_t *kr = (const uint8_t *)kv->k + slot0 * kv->row_bytes + head_off;
-            const uint8_t *vr = (const uint8_t *)kv->v + slot0 * kv->row_bytes + head_off;
-            const int nr = (int)(kv->block_size - off < cn - i ? kv->block_size - off : cn - i);
+            int nr;
+            const uint8_t *kr = kv_run(kv, kv->k, bt, p0 + i, head_off, cn - i, &nr);
+            const uint8_t *vr = kv_run(kv, kv->v, bt, p0 + i, head_off, cn - i, &nr);
             for (int r = 0; r < nr; r++, i++, kr += kv->row_bytes, vr += kv->row_bytes) {
                 rows[i] = kr;
                 vrows[i] = vr;

@@ -72,15 +72,9 @@ struct moe_job {
  * 29 / 33 / 39 vs dot 36 / 46 / 59 and GEMM 59 / 71 / 80. On medium-q4_k_m
  * this made single-stream decode ~9 % faster too (rows vs dot at 1 token). */
 #define MOE_ROWS_MAX_TOK 16
-/* Experts rewritten by expert_pack: the first panel of a task is
- * requested at once, non-temporal like the kernels' own prefetch of the
- * next panel (dot_avx512.c's RW_PF_LOC); the kernel prefetches one panel
- * ahead. Two, three or four panels ahead measured slower (Zen 5, MoE layer
- * at 16 tokens from DRAM: 0.94-0.97 ms with one, 0.97 / 1.00 / 1.05 with
- * 2 / 3 / 4). */
-#ifndef MOE_PF_LOC
+/* Experts rewritten by expert_pack: the fused gate/up requests each
+ * matrix's first panel at once, non-temporal as be_cpu__stored_run does. */
 #define MOE_PF_LOC 0
-#endif
 /* Prefetch distance of the dot path (backend_cpu.c's MM_PREFETCH_BYTES). */
 #define MOE_PREFETCH_BYTES 2048
 
@@ -100,25 +94,9 @@ static void rows_dot(const struct moe_job *j, int tid, enum be_type wt, const vo
     const struct be_cpu_kernels *k = j->k;
     const size_t wrow = be_row_size(wt, n_in);
     const struct be_cpu_gemm *g = &k->gemm[wt];
-    if (packed) {
-        /* Stored panels (backend_cpu.c, cpu_expert_pack): 16 rows, 16 * wrow
-         * bytes; r0 is a whole panel (the task chunks are). The next panel
-         * comes from memory while the first token group runs on this one. */
-        const struct be_cpu_gemm *sg = &k->stored[wt];
-        const size_t panel = (size_t)BE_CPU_GEMM_ROWS * wrow;
-        const uint8_t *pw = (const uint8_t *)w + (size_t)(r0 / BE_CPU_GEMM_ROWS) * panel;
-        for (size_t b = 0; b < panel; b += 64)
-            __builtin_prefetch(pw + b, 0, MOE_PF_LOC);
-        for (int64_t o = r0; o < r1; o += BE_CPU_GEMM_ROWS, pw += panel) {
-            const int nr = r1 - o < BE_CPU_GEMM_ROWS ? (int)(r1 - o) : BE_CPU_GEMM_ROWS;
-            const uint8_t *pf = o + BE_CPU_GEMM_ROWS < r1 ? pw + panel : NULL;
-            for (int32_t t0 = 0; t0 < np; t0 += BE_CPU_GEMM_NY) {
-                const int ny = np - t0 < BE_CPU_GEMM_NY ? np - t0 : BE_CPU_GEMM_NY;
-                sg->run_pf(n_in, pw, act + (size_t)t0 * act_stride, act_stride, ny,
-                           out + (int64_t)t0 * out_stride + o, (size_t)out_stride, nr, t0 == 0 ? pf : NULL,
-                           panel);
-            }
-        }
+    if (packed) { /* stored panels of 16 * wrow bytes; r0 is a whole panel (the task chunks are) */
+        be_cpu__stored_run(&k->stored[wt], n_in, w, (size_t)BE_CPU_GEMM_ROWS * wrow, r0, r1, act, act_stride, np,
+                           out, (size_t)out_stride);
         return;
     }
     if (k->rows[wt] && np <= MOE_ROWS_MAX_TOK) {
